@@ -81,16 +81,21 @@ def build_attention_mask(
     key_padding_mask: torch.Tensor | None = None,
     query_padding_mask: torch.Tensor | None = None,
     is_causal: bool = False,
+    pattern: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
 ) -> AttentionMask | None:
     """Prepare the mask for one attention call (or a stack of them); None when nothing is masked.
 
     `key_padding_mask` (batch, key_length) and `query_padding_mask` (batch, query_length) use 1/True to keep;
     in self-attention pass the same mask for both so padded positions neither give nor take attention.
+    `pattern` is a structural bool mask, (query_length, key_length) or (batch, 1, query_length, key_length),
+    True where a query may attend to a key (e.g. a local window); it is combined with the others.
     """
-    if key_padding_mask is None and query_padding_mask is None and not is_causal:
+    if key_padding_mask is None and query_padding_mask is None and not is_causal and pattern is None:
         return None
     allowed = torch.ones(1, 1, query_length, key_length, dtype=torch.bool, device=device)
+    if pattern is not None:
+        allowed = allowed & _as_pattern(pattern, batch_size, query_length, key_length).to(device)
     if is_causal:
         if query_length != key_length:
             raise ValueError(f"A causal mask needs as many queries as keys, got {query_length} and {key_length}.")
@@ -105,8 +110,26 @@ def build_attention_mask(
         queries = _as_bool_padding_mask(query_padding_mask, batch_size, query_length, "query_padding_mask")
         query_keeps = query_keeps & queries.to(device)
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
-    backend_mask = _backend_mask(attn_implementation, allowed, keys, is_causal, query_length)
+    backend_mask = _backend_mask(attn_implementation, allowed, keys, is_causal, pattern is not None)
     return AttentionMask(allowed=allowed, query_keeps=query_keeps, backend_mask=backend_mask, is_causal=is_causal)
+
+
+def _as_pattern(pattern: torch.Tensor, batch_size: int, query_length: int, key_length: int) -> torch.Tensor:
+    if pattern.dtype != torch.bool:
+        raise TypeError(f"`pattern` must be a bool tensor (True where attention is allowed), got {pattern.dtype}.")
+    if pattern.dim() == 2:
+        pattern = pattern[None, None]
+    if pattern.dim() != 4 or pattern.shape[1] != 1 or pattern.shape[0] not in (1, batch_size):
+        raise ValueError(
+            f"`pattern` must have shape ({query_length}, {key_length}) or ({batch_size}, 1, {query_length}, "
+            f"{key_length}), got {tuple(pattern.shape)}."
+        )
+    if pattern.shape[-2:] != (query_length, key_length):
+        raise ValueError(
+            f"`pattern` covers {tuple(pattern.shape[-2:])} query/key positions, "
+            f"expected ({query_length}, {key_length})."
+        )
+    return pattern
 
 
 def _backend_mask(
@@ -114,12 +137,14 @@ def _backend_mask(
     allowed: torch.Tensor,
     keys: torch.Tensor | None,
     is_causal: bool,
-    query_length: int,
+    has_pattern: bool,
 ) -> torch.Tensor | BlockMask | None:
-    batch_size, _, _, key_length = allowed.shape
-    if keys is None and is_causal and attn_implementation != "flex_attention":
+    batch_size, _, query_length, key_length = allowed.shape
+    if keys is None and is_causal and not has_pattern and attn_implementation != "flex_attention":
         return None  # the kernels' own causal path is faster than any materialised mask
     if attn_implementation in FLASH_IMPLEMENTATIONS:
+        if has_pattern:
+            raise ValueError(f"{attn_implementation} supports padding and causal masks only, not a `pattern`.")
         if query_length != key_length:
             raise ValueError(
                 f"{attn_implementation} cannot mask padded keys in cross-attention (queries and keys of different "
@@ -290,16 +315,17 @@ class MultiHeadAttention(nn.Module):
         config_implementation = getattr(self.config, "_attn_implementation", None)
         return config_implementation or self.attn_implementation
 
-    def _project(self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None):
+    def _project(self, hidden_states, key_value_states, value_states):
         if self.fused_qkv:
-            if key_value_states is not None:
+            if key_value_states is not None or value_states is not None:
                 raise ValueError("This attention fuses its Q/K/V projection, so it is self-attention only.")
             qkv = self.qkv_proj(hidden_states)
             return rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads).unbind(0)
-        context = hidden_states if key_value_states is None else key_value_states
+        keys = hidden_states if key_value_states is None else key_value_states
+        values = keys if value_states is None else value_states
         query = rearrange(self.q_proj(hidden_states), "b n (h d) -> b h n d", h=self.num_heads)
-        key = rearrange(self.k_proj(context), "b n (h d) -> b h n d", h=self.num_heads)
-        value = rearrange(self.v_proj(context), "b n (h d) -> b h n d", h=self.num_heads)
+        key = rearrange(self.k_proj(keys), "b n (h d) -> b h n d", h=self.num_heads)
+        value = rearrange(self.v_proj(values), "b n (h d) -> b h n d", h=self.num_heads)
         return query, key, value
 
     def forward(
@@ -308,19 +334,21 @@ class MultiHeadAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | AttentionMask | None = None,
         output_attentions: bool = False,
+        value_states: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from `hidden_states` (batch, query_length, embed_dim) to itself or to `key_value_states`.
 
         `attention_mask` is a key padding mask (batch, key_length), 1/True to keep, or an `AttentionMask` from
-        `build_attention_mask` (which a stack of layers builds once).
+        `build_attention_mask` (which a stack of layers builds once). `value_states` gives the values when they
+        differ from the keys' input (DETR adds position embeddings to keys but not to values).
         """
-        self._check_inputs(hidden_states, key_value_states)
-        query, key, value = self._project(hidden_states, key_value_states)
+        self._check_inputs(hidden_states, key_value_states, value_states)
+        query, key, value = self._project(hidden_states, key_value_states, value_states)
         if isinstance(attention_mask, AttentionMask):
             mask = attention_mask
         else:
-            is_self = key_value_states is None
+            is_self = key_value_states is None and value_states is None
             mask = build_attention_mask(
                 self.current_implementation(),
                 batch_size=query.shape[0],
@@ -349,23 +377,29 @@ class MultiHeadAttention(nn.Module):
             output = torch.where(mask.query_keeps[:, :, None], output, 0.0)
         return output, probs
 
-    def _check_inputs(self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None) -> None:
+    def _check_inputs(self, hidden_states, key_value_states, value_states) -> None:
         expected = self.qkv_proj.in_features if self.fused_qkv else self.q_proj.in_features
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != expected:
             raise ValueError(
                 f"Expected hidden_states of shape (batch, length, {expected}), got {tuple(hidden_states.shape)}."
             )
-        if key_value_states is None or self.fused_qkv:
+        if self.fused_qkv:
             return
-        if key_value_states.dim() != 3 or key_value_states.shape[0] != hidden_states.shape[0]:
-            raise ValueError(
-                f"Expected key_value_states of shape (batch={hidden_states.shape[0]}, length, "
-                f"{self.k_proj.in_features}), got {tuple(key_value_states.shape)}."
-            )
-        if key_value_states.shape[-1] != self.k_proj.in_features:
-            raise ValueError(
-                f"key_value_states have width {key_value_states.shape[-1]}, expected key_dim={self.k_proj.in_features}."
-            )
+        keys = hidden_states if key_value_states is None else key_value_states
+        inputs = (
+            ("key_value_states", key_value_states, "key_dim", self.k_proj.in_features),
+            ("value_states", value_states, "value_dim", self.v_proj.in_features),
+        )
+        for name, states, width_name, width in inputs:
+            if states is None:
+                continue
+            if states.dim() != 3 or states.shape[0] != hidden_states.shape[0] or states.shape[1] != keys.shape[1]:
+                raise ValueError(
+                    f"Expected {name} of shape (batch={hidden_states.shape[0]}, length={keys.shape[1]}, {width}), "
+                    f"got {tuple(states.shape)}."
+                )
+            if states.shape[-1] != width:
+                raise ValueError(f"{name} have width {states.shape[-1]}, expected {width_name}={width}.")
 
 
 def check_attention_shape(hidden_size: int, num_heads: int, head_dim: int | None = None) -> None:

@@ -10,7 +10,7 @@ import sys
 
 # dataset -> defaults that fit it; an explicit flag always wins
 DATASET_DEFAULTS = {
-    "digits": {"image_size": 8, "patch_size": 2, "epochs": 40, "batch_size": 32, "learning_rate": 2e-3},
+    "digits": {"image_size": 8, "patch_size": 1, "epochs": 30, "batch_size": 32, "learning_rate": 2e-3},
     "fashion-mnist": {"image_size": 28, "patch_size": 4, "epochs": 10, "batch_size": 128, "learning_rate": 2e-3},
     None: {"image_size": 224, "patch_size": 16, "epochs": 3, "batch_size": 32, "learning_rate": 5e-4},
 }
@@ -32,6 +32,7 @@ def _add_vit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--shift", type=float, default=0.125, help="random shift of training images (fraction)")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--attn-implementation", default="sdpa", help="eager, sdpa, flash_attention_2, ...")
@@ -102,7 +103,7 @@ def train_vit(args: argparse.Namespace) -> int:
         dataloader_num_workers=0,
     )
     processor = make_image_processor(args.image_size)
-    summary = train_image_classifier(model, processor, dataset, args.dataset, training_args)
+    summary = train_image_classifier(model, processor, dataset, args.dataset, training_args, args.shift)
     print("\n".join(["", "hf-attention train vit: done", *summary.lines()]))
     return 0
 

@@ -4,6 +4,7 @@ The image processor is transformers' own `ViTImageProcessor` (its PIL backend, s
 saved next to the model so that `pipeline("image-classification", model=output_dir)` works.
 """
 
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import DatasetDict
+from PIL import Image
 from transformers import PreTrainedModel, Trainer, TrainingArguments, ViTImageProcessorPil
 
 
@@ -46,14 +48,31 @@ def make_image_processor(image_size: int) -> ViTImageProcessorPil:
     )
 
 
-def attach_preprocessing(dataset: DatasetDict, processor: ViTImageProcessorPil) -> DatasetDict:
-    # transformers' image pipeline hands the model RGB images, so greyscale data is trained as RGB too
-    def preprocess(batch):
-        images = [image.convert("RGB") for image in batch["image"]]
-        pixel_values = processor(images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"])}
+def random_shift(image: Image.Image, max_fraction: float) -> Image.Image:
+    """Translate by up to `max_fraction` of the size in each direction, filling with the corner colour."""
+    max_x, max_y = round(image.width * max_fraction), round(image.height * max_fraction)
+    dx, dy = random.randint(-max_x, max_x), random.randint(-max_y, max_y)
+    return image.transform(image.size, Image.AFFINE, (1, 0, dx, 0, 1, dy), fillcolor=image.getpixel((0, 0)))
 
-    return dataset.with_transform(preprocess)
+
+def attach_preprocessing(dataset: DatasetDict, processor: ViTImageProcessorPil, shift: float = 0.0) -> DatasetDict:
+    """Images -> pixel_values on the fly; training images are randomly shifted by up to `shift` of their size."""
+
+    def preprocessor(max_shift: float):
+        def preprocess(batch):
+            # transformers' image pipeline hands the model RGB images, so greyscale data is trained as RGB too
+            images = [image.convert("RGB") for image in batch["image"]]
+            if max_shift > 0:
+                images = [random_shift(image, max_shift) for image in images]
+            pixel_values = processor(images, return_tensors="pt")["pixel_values"]
+            return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"])}
+
+        return preprocess
+
+    return DatasetDict(
+        train=dataset["train"].with_transform(preprocessor(shift)),
+        test=dataset["test"].with_transform(preprocessor(0.0)),
+    )
 
 
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
@@ -74,9 +93,10 @@ def train_image_classifier(
     dataset: DatasetDict,
     dataset_name: str,
     training_args: TrainingArguments,
+    shift: float = 0.0,
 ) -> TrainingSummary:
     """Train on dataset["train"], evaluate on dataset["test"], save model + processor to the output dir."""
-    prepared = attach_preprocessing(dataset, processor)
+    prepared = attach_preprocessing(dataset, processor, shift)
     trainer = Trainer(
         model=model,
         args=training_args,

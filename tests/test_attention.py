@@ -173,3 +173,39 @@ def test_flash_refuses_padded_cross_attention_instead_of_answering_wrongly():
         build_attention_mask(
             "flash_attention_2", batch_size=2, query_length=3, key_length=5, key_padding_mask=torch.ones(2, 5)
         )
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("implementation", BACKENDS)
+def test_a_structural_pattern_combines_with_padding(implementation):
+    hidden = torch.randn(2, 6, 16)
+    window = (torch.arange(6)[:, None] - torch.arange(6)[None, :]).abs() <= 1  # attend to neighbours only
+    padding = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    attention = MultiHeadAttention(16, 2, attn_implementation=implementation).eval()
+    mask = build_attention_mask(
+        implementation, batch_size=2, query_length=6, key_length=6, key_padding_mask=padding,
+        query_padding_mask=padding, pattern=window,
+    )  # fmt: skip
+    output, probs = attention(hidden, attention_mask=mask, output_attentions=True)
+    query, key, value = (
+        projection(hidden).view(2, 6, 2, 8).transpose(1, 2)
+        for projection in (attention.q_proj, attention.k_proj, attention.v_proj)
+    )
+    allowed = window[None, None] & padding.bool()[:, None, None, :]
+    expected, expected_probs = reference_attention(query, key, value, allowed)
+    expected = attention.out_proj(expected.transpose(1, 2).flatten(2)) * padding[:, :, None]
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(probs, expected_probs * padding[:, None, :, None], atol=1e-5, rtol=1e-5)
+
+
+def test_separate_value_inputs_and_their_errors():
+    attention = MultiHeadAttention(16, 4, key_dim=8, value_dim=12).eval()
+    hidden, context, values = torch.randn(2, 3, 16), torch.randn(2, 5, 8), torch.randn(2, 5, 12)
+    output, _ = attention(hidden, context, value_states=values)
+    assert output.shape == (2, 3, 16)
+    with pytest.raises(ValueError, match=r"value_states of shape \(batch=2, length=5, 12\), got \(2, 4, 12\)"):
+        attention(hidden, context, value_states=torch.randn(2, 4, 12))
+    with pytest.raises(ValueError, match="value_states have width 8, expected value_dim=12"):
+        attention(hidden, context, value_states=context)
+    with pytest.raises(TypeError, match="`pattern` must be a bool tensor"):
+        build_attention_mask("sdpa", batch_size=2, query_length=3, key_length=5, pattern=torch.ones(3, 5))
