@@ -4,11 +4,80 @@ Importing the package registers every configuration and model with transformers'
 models load with `AutoModel*.from_pretrained` and no `trust_remote_code`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSeq2SeqLM
 
 from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, dot_product_attention
+from .configuration_additive import AdditiveAttentionConfig
+from .configuration_attention_cnn import AttentionCNNConfig
+from .configuration_clip_residual import CLIPResidualTransformerConfig
+from .configuration_detr_transformer import DETRTransformerConfig
+from .configuration_feature_attention import (
+    CompressAIAttentionConfig,
+    CrissCrossAttentionConfig,
+    DualAttentionConfig,
+    NonLocalConfig,
+    ResidualAttentionConfig,
+    SpatialTransformerConfig,
+    SqueezeExcitationConfig,
+)
+from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
+from .configuration_linformer import LinformerConfig
+from .configuration_mha import MultiHeadAttentionConfig
+from .configuration_nadaraya_watson import NadarayaWatsonConfig
+from .configuration_seq2seq import RecurrentSeq2SeqConfig
 from .configuration_vit import VisionTransformerConfig
 from .conversion import from_transformers
+from .modeling_additive import AdditiveAttention, AdditiveAttentionModel, AdditiveAttentionPreTrainedModel
+from .modeling_attention_cnn import AttentionCNNForImageClassification, AttentionCNNModel, AttentionCNNPreTrainedModel
+from .modeling_clip_residual import (
+    CLIPResidualAttentionBlock,
+    CLIPResidualTransformerModel,
+    CLIPResidualTransformerPreTrainedModel,
+)
+from .modeling_detr_transformer import (
+    DETRTransformerDecoder,
+    DETRTransformerDecoderLayer,
+    DETRTransformerEncoder,
+    DETRTransformerEncoderLayer,
+    DETRTransformerModel,
+    DETRTransformerPreTrainedModel,
+)
+from .modeling_feature_attention import (
+    BasicResidualBlock,
+    BottleneckResidualBlock,
+    ChannelAttention,
+    CompressAIAttentionBlock,
+    CompressAIAttentionModel,
+    CrissCrossAttention,
+    CrissCrossAttentionModel,
+    DualAttention,
+    DualAttentionModel,
+    FeatureAttentionPreTrainedModel,
+    NonLocalBlock,
+    NonLocalModel,
+    PositionAttention,
+    ResidualAttentionModel,
+    ResidualAttentionModule,
+    SEBasicBlock,
+    SEBottleneckBlock,
+    SpatialTransformer,
+    SpatialTransformerModel,
+    SqueezeExcitation,
+    SqueezeExcitationModel,
+)
+from .modeling_feature_map_cross_attention import (
+    FeatureMapCrossAttention,
+    FeatureMapCrossAttentionModel,
+    FeatureMapCrossAttentionPreTrainedModel,
+)
+from .modeling_linformer import LinformerPreTrainedModel, LinformerSelfAttention, LinformerSelfAttentionModel
+from .modeling_mha import MultiHeadAttentionModel, MultiHeadAttentionPreTrainedModel
+from .modeling_nadaraya_watson import NadarayaWatsonAttention, NadarayaWatsonModel, NadarayaWatsonPreTrainedModel
+from .modeling_seq2seq import (
+    RecurrentSeq2SeqForConditionalGeneration,
+    RecurrentSeq2SeqModel,
+    RecurrentSeq2SeqPreTrainedModel,
+)
 from .modeling_vit import (
     VisionTransformerForImageClassification,
     VisionTransformerModel,
@@ -24,6 +93,30 @@ REGISTRY = [
         VisionTransformerModel,
         {AutoModelForImageClassification: VisionTransformerForImageClassification},
     ),
+    (MultiHeadAttentionConfig, MultiHeadAttentionModel, {}),
+    (FeatureMapCrossAttentionConfig, FeatureMapCrossAttentionModel, {}),
+    (CLIPResidualTransformerConfig, CLIPResidualTransformerModel, {}),
+    (DETRTransformerConfig, DETRTransformerModel, {}),
+    (AdditiveAttentionConfig, AdditiveAttentionModel, {}),
+    (NadarayaWatsonConfig, NadarayaWatsonModel, {}),
+    (LinformerConfig, LinformerSelfAttentionModel, {}),
+    (
+        RecurrentSeq2SeqConfig,
+        RecurrentSeq2SeqModel,
+        {AutoModelForSeq2SeqLM: RecurrentSeq2SeqForConditionalGeneration},
+    ),
+    (SqueezeExcitationConfig, SqueezeExcitationModel, {}),
+    (SpatialTransformerConfig, SpatialTransformerModel, {}),
+    (ResidualAttentionConfig, ResidualAttentionModel, {}),
+    (DualAttentionConfig, DualAttentionModel, {}),
+    (NonLocalConfig, NonLocalModel, {}),
+    (CrissCrossAttentionConfig, CrissCrossAttentionModel, {}),
+    (CompressAIAttentionConfig, CompressAIAttentionModel, {}),
+    (
+        AttentionCNNConfig,
+        AttentionCNNModel,
+        {AutoModelForImageClassification: AttentionCNNForImageClassification},
+    ),
 ]
 
 
@@ -38,6 +131,72 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "CLIPResidualAttentionBlock",
+    "CLIPResidualTransformerConfig",
+    "CLIPResidualTransformerModel",
+    "CLIPResidualTransformerPreTrainedModel",
+    "DETRTransformerConfig",
+    "DETRTransformerDecoder",
+    "DETRTransformerDecoderLayer",
+    "DETRTransformerEncoder",
+    "DETRTransformerEncoderLayer",
+    "DETRTransformerModel",
+    "DETRTransformerPreTrainedModel",
+    "FeatureMapCrossAttention",
+    "FeatureMapCrossAttentionConfig",
+    "FeatureMapCrossAttentionModel",
+    "FeatureMapCrossAttentionPreTrainedModel",
+    "MultiHeadAttentionConfig",
+    "MultiHeadAttentionModel",
+    "MultiHeadAttentionPreTrainedModel",
+    "AdditiveAttention",
+    "AdditiveAttentionConfig",
+    "AdditiveAttentionModel",
+    "AdditiveAttentionPreTrainedModel",
+    "LinformerConfig",
+    "LinformerPreTrainedModel",
+    "LinformerSelfAttention",
+    "LinformerSelfAttentionModel",
+    "NadarayaWatsonAttention",
+    "NadarayaWatsonConfig",
+    "NadarayaWatsonModel",
+    "NadarayaWatsonPreTrainedModel",
+    "RecurrentSeq2SeqConfig",
+    "RecurrentSeq2SeqForConditionalGeneration",
+    "RecurrentSeq2SeqModel",
+    "RecurrentSeq2SeqPreTrainedModel",
+    "AttentionCNNConfig",
+    "AttentionCNNForImageClassification",
+    "AttentionCNNModel",
+    "AttentionCNNPreTrainedModel",
+    "BasicResidualBlock",
+    "BottleneckResidualBlock",
+    "ChannelAttention",
+    "CompressAIAttentionBlock",
+    "CompressAIAttentionConfig",
+    "CompressAIAttentionModel",
+    "CrissCrossAttention",
+    "CrissCrossAttentionConfig",
+    "CrissCrossAttentionModel",
+    "DualAttention",
+    "DualAttentionConfig",
+    "DualAttentionModel",
+    "FeatureAttentionPreTrainedModel",
+    "NonLocalBlock",
+    "NonLocalConfig",
+    "NonLocalModel",
+    "PositionAttention",
+    "ResidualAttentionConfig",
+    "ResidualAttentionModel",
+    "ResidualAttentionModule",
+    "SEBasicBlock",
+    "SEBottleneckBlock",
+    "SpatialTransformer",
+    "SpatialTransformerConfig",
+    "SpatialTransformerModel",
+    "SqueezeExcitation",
+    "SqueezeExcitationConfig",
+    "SqueezeExcitationModel",
     "AttentionMask",
     "MultiHeadAttention",
     "REGISTRY",

@@ -150,6 +150,8 @@ def _backend_mask(
                 f"{attn_implementation} cannot mask padded keys in cross-attention (queries and keys of different "
                 "lengths): its unpadding assumes they share one padding mask. Use attn_implementation='sdpa'."
             )
+        if keys is None:  # only queries are masked: nothing for flash to unpad, their outputs are zeroed afterwards
+            return None
         return keys | ~keys.any(dim=-1, keepdim=True)
     if attn_implementation == "flex_attention":
         return create_block_mask(
@@ -200,6 +202,32 @@ def eager_attention_forward(
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
+
+
+def masked_softmax(scores: torch.Tensor, keep_mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
+    """softmax over `dim` of the scores that `keep_mask` keeps, for attention that is not a dot product.
+
+    `keep_mask` (bool, or 0/1 numbers) must broadcast to `scores` and holds True/1 for a score to keep. Masked
+    entries get probability 0 and a row with nothing kept is all zeros, never NaN. The softmax runs in float32
+    and masked scores are replaced, never offset by a large constant, so float16/bfloat16 scores stay exact.
+    """
+    dtype = scores.dtype
+    if keep_mask is not None:
+        try:
+            broadcasts = torch.broadcast_shapes(keep_mask.shape, scores.shape) == scores.shape
+        except RuntimeError:
+            broadcasts = False
+        if not broadcasts:
+            raise ValueError(
+                f"The mask of shape {tuple(keep_mask.shape)} does not broadcast to the scores of shape "
+                f"{tuple(scores.shape)}; pass a key padding mask (batch, key_length) with 1 for keys to keep."
+            )
+        keep_mask = keep_mask != 0
+        scores = scores.float().masked_fill(~keep_mask, torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=dim, dtype=torch.float32)
+    if keep_mask is not None:  # a row with nothing kept came out uniform: give it no attention at all
+        probs = torch.where(keep_mask, probs, 0.0)
+    return probs.to(dtype)
 
 
 def dot_product_attention(

@@ -4,9 +4,10 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 from .attention import check_attention_shape, check_probability
+from .configuration_linformer import check_linformer
 
 POOLING_TYPES = ("cls", "mean")
-ATTENTION_TYPES = ("softmax",)
+ATTENTION_TYPES = ("softmax", "linformer")
 
 
 def as_pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
@@ -58,7 +59,15 @@ class VisionTransformerConfig(PreTrainedConfig):
             How the image representation is read off the last layer: `"cls"` takes the class token,
             `"mean"` averages the patch tokens.
         attention_type (`str`, defaults to `"softmax"`):
-            The attention mechanism of every layer. `"softmax"` is full multi-head dot-product attention.
+            The attention mechanism of every layer. `"softmax"` is full multi-head dot-product attention;
+            `"linformer"` projects keys and values along the sequence to `linformer_k` rows (Wang et al., 2020),
+            so attention costs O(n k) instead of O(n^2) for n tokens (n = patches + 1; larger images need
+            `image_size` set to the largest size the model will see, since the projections cover n rows).
+        linformer_k (`int`, defaults to 256):
+            The projected length k of Linformer attention (used with `attention_type="linformer"`).
+        linformer_sharing (`str`, defaults to `"headwise"`):
+            Linformer projection sharing: `"none"` (per head), `"headwise"` (one key and one value projection
+            for all heads, as the `linformer` package does) or `"key_value"` (one projection for both).
 
     Example:
 
@@ -88,6 +97,14 @@ class VisionTransformerConfig(PreTrainedConfig):
     qkv_bias: bool = True
     pooling: str = "cls"
     attention_type: str = "softmax"
+    linformer_k: int = 256
+    linformer_sharing: str = "headwise"
+
+    @classmethod
+    def tiny(cls, **overrides) -> "VisionTransformerConfig":
+        """A configuration of a few thousand parameters for tests and demos (every REGISTRY config has one)."""
+        settings = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+        return cls(**{**settings, "intermediate_size": 64, "num_labels": 3, **overrides})
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
@@ -106,6 +123,9 @@ class VisionTransformerConfig(PreTrainedConfig):
             raise ValueError(
                 f"image_size {height}x{width} must be positive multiples of patch_size {patch_height}x{patch_width}."
             )
+        if self.attention_type == "linformer":
+            num_tokens = (height // patch_height) * (width // patch_width) + 1
+            check_linformer(num_tokens, self.linformer_k, self.linformer_sharing)
 
 
 __all__ = ["VisionTransformerConfig"]

@@ -15,6 +15,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .attention import MultiHeadAttention
 from .configuration_vit import VisionTransformerConfig, as_pair
+from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
 from .pretrained import HFAttentionPreTrainedModel
 
 
@@ -118,7 +119,27 @@ class VisionTransformerLayer(GradientCheckpointingLayer):
     def __init__(self, config: VisionTransformerConfig, drop_path_rate: float = 0.0):
         super().__init__()
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.attention = MultiHeadAttention(
+        self.attention = self.make_attention(config)
+        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = VisionTransformerMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.drop_path_rate = drop_path_rate
+
+    @staticmethod
+    def make_attention(config: VisionTransformerConfig) -> nn.Module:
+        if config.attention_type == "linformer":
+            (height, width), (patch_height, patch_width) = as_pair(config.image_size), as_pair(config.patch_size)
+            return LinformerSelfAttention(
+                config.hidden_size,
+                config.num_attention_heads,
+                max_length=(height // patch_height) * (width // patch_width) + 1,  # the patches and the class token
+                projected_length=config.linformer_k,
+                sharing=config.linformer_sharing,
+                dropout=config.attention_probs_dropout_prob,
+                bias=config.qkv_bias,
+                config=config,
+            )
+        return MultiHeadAttention(
             config.hidden_size,
             config.num_attention_heads,
             dropout=config.attention_probs_dropout_prob,
@@ -126,10 +147,6 @@ class VisionTransformerLayer(GradientCheckpointingLayer):
             fused_qkv=True,  # one matmul instead of three: the main reason this layer outruns transformers' ViT
             config=config,
         )
-        self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = VisionTransformerMLP(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.drop_path_rate = drop_path_rate
 
     def forward(self, hidden_states: torch.Tensor, **kwargs) -> torch.Tensor:
         attention_output, _ = self.attention(self.layernorm_before(hidden_states), **kwargs)
@@ -151,7 +168,20 @@ class VisionTransformerPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _can_record_outputs = {"hidden_states": VisionTransformerLayer, "attentions": MultiHeadAttention}
+    _can_record_outputs = {
+        "hidden_states": VisionTransformerLayer,
+        "attentions": [MultiHeadAttention, LinformerSelfAttention],
+    }
+
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        """A deterministic batch of two images that fits the config (transformers' convention for example inputs)."""
+        height, width = as_pair(self.config.image_size)
+        generator = torch.Generator().manual_seed(0)
+        return {"pixel_values": torch.randn(2, self.config.num_channels, height, width, generator=generator)}
+
+    def hub_tags(self) -> list[str]:
+        return ["vision-transformer", f"{self.config.attention_type}-attention"]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -159,6 +189,8 @@ class VisionTransformerPreTrainedModel(HFAttentionPreTrainedModel):
         if isinstance(module, VisionTransformerEmbeddings):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=self.config.initializer_range)
             init.trunc_normal_(module.cls_token, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, LinformerSelfAttention):
+            init_sequence_projections(module)
 
 
 class VisionTransformerModel(VisionTransformerPreTrainedModel):

@@ -1,7 +1,39 @@
-"""The base class every hf_attention model shares: loading is safetensors-only and fails with a clear message."""
+"""The base class every hf_attention model shares: loading is safetensors-only and fails with a clear message, and
+`push_to_hub` uploads the model with its code and a model card, so it loads anywhere with `trust_remote_code=True`.
 
+This file is itself uploaded with every model (the modeling files import it), so it imports only transformers and
+its dependencies, never `hf_attention`.
+"""
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError
 from safetensors import SafetensorError
 from transformers import PreTrainedModel
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.models.auto import modeling_auto
+
+LIBRARY_TAG = "hf-attention"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # never uploaded: loading them unpickles
+# the Hub's pipeline tag of each task Auto class a family may register a head with
+PIPELINE_TAGS = {
+    "AutoModelForImageClassification": "image-classification",
+    "AutoModelForVideoClassification": "video-classification",
+    "AutoModelForSequenceClassification": "text-classification",
+    "AutoModelForTokenClassification": "token-classification",
+    "AutoModelForCausalLM": "text-generation",
+    "AutoModelForSeq2SeqLM": "text2text-generation",
+    "AutoModelForZeroShotImageClassification": "zero-shot-image-classification",
+    "AutoModelForImageSegmentation": "image-segmentation",
+    "AutoModelForSemanticSegmentation": "image-segmentation",
+    "AutoModelForObjectDetection": "object-detection",
+    "AutoModelForImageTextToText": "image-text-to-text",
+}
 
 
 class HFAttentionPreTrainedModel(PreTrainedModel):
@@ -19,3 +51,173 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
                 f"The safetensors weights of {pretrained_model_name_or_path!r} are corrupt or truncated ({error}). "
                 "Save the model again, or delete the cached file and download it again."
             ) from error
+
+    # --- sharing on the Hub -------------------------------------------------------------------------------------
+
+    def hub_tags(self) -> list[str]:
+        """Tags naming the mechanism on the model card; families override this to be more specific."""
+        return [self.config.model_type.removeprefix("hf_attention_").replace("_", "-")]
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str = "50GB",
+        tags: list[str] | None = None,
+        license: str = "apache-2.0",
+        training_results: dict | None = None,
+        extra_files: Iterable[str | Path] = (),
+    ) -> CommitInfo:
+        """Upload the safetensors weights, the config (with `auto_map`), the code and a model card in one commit.
+
+        The commit is all-or-nothing on the Hub; if it fails, a repo or branch this call created is deleted again,
+        so a failed push leaves the Hub as it was. `training_results` (`{"dataset": ..., "accuracy": ...}`) puts
+        the dataset and metrics on the card; `extra_files` (e.g. a processor's JSON) travel in the same commit.
+        """
+        api = HfApi(token=token)
+        repo_id, created_repo = _create(lambda ok: api.create_repo(repo_id, private=private, exist_ok=ok).repo_id)
+        created_branch = False
+        try:
+            if revision is not None and not revision.startswith("refs/pr/"):
+                _, created_branch = _create(lambda ok: api.create_branch(repo_id, branch=revision, exist_ok=ok))
+            with tempfile.TemporaryDirectory() as folder:
+                self._save_for_hub(folder, max_shard_size, extra_files)
+                card = self.model_card(repo_id, revision, tags, license, training_results)
+                card.save(Path(folder) / "README.md")
+                return api.upload_folder(
+                    repo_id=repo_id,
+                    folder_path=folder,
+                    revision=revision,
+                    create_pr=create_pr,
+                    commit_message=commit_message or f"Upload {type(self).__name__}",
+                    commit_description=commit_description,
+                )
+        except Exception as error:
+            _undo_push(api, repo_id, revision if created_branch else None, created_repo, error)
+            if isinstance(error, RuntimeError) and isinstance(error.__cause__, HfHubHTTPError):
+                # huggingface_hub wraps a failed LFS upload in a RuntimeError: surface the Hub's own error type
+                error.__cause__.add_note(str(error))
+                raise error.__cause__ from None
+            raise
+
+    def _save_for_hub(self, folder: str, max_shard_size: int | str, extra_files: Iterable[str | Path]) -> None:
+        for path in map(Path, extra_files):
+            if path.suffix in PICKLE_SUFFIXES:
+                raise ValueError(f"{path} is a pickle; hf_attention uploads safetensors weights only.")
+            shutil.copy(path, Path(folder) / path.name)
+        self.save_pretrained(folder, max_shard_size=max_shard_size)
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        for auto_class, defined_class in self.auto_classes().items():
+            custom_object_save(defined_class, folder)  # its file and, recursively, its single-dot sibling imports
+            auto_map[auto_class] = f"{defined_class.__module__.split('.')[-1]}.{defined_class.__name__}"
+        config_file = Path(folder) / "config.json"
+        config = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**config, "auto_map": auto_map}, indent=2, sort_keys=True) + "\n")
+
+    def auto_classes(self) -> dict[str, type]:
+        """The Auto classes that build this model's family, by name: `AutoConfig`, `AutoModel` and its heads.
+
+        Read from transformers' Auto registrations (which `hf_attention` fills from its REGISTRY, and
+        `trust_remote_code` loading fills too), so that a pushed head also loads as a base model, and back.
+        """
+        config_class = type(self.config)
+        found = {"AutoConfig": config_class}
+        for name in filter(lambda name: name.startswith("AutoModel"), dir(modeling_auto)):
+            mapping = getattr(modeling_auto, name)._model_mapping
+            if config_class in mapping:
+                found[name] = mapping[config_class]
+        found.setdefault(self._auto_class or "AutoModel", type(self))
+        return found
+
+    def model_card(
+        self,
+        repo_id: str,
+        revision: str | None = None,
+        tags: list[str] | None = None,
+        license: str = "apache-2.0",
+        training_results: dict | None = None,
+    ) -> ModelCard:
+        """A card with the Hub's YAML metadata and a usage snippet that loads the model with or without hf_attention."""
+        auto_class = next((name for name, cls in self.auto_classes().items() if cls is type(self)), "AutoModel")
+        pipeline_tag = PIPELINE_TAGS.get(auto_class) or (
+            "image-feature-extraction" if self.main_input_name.startswith("pixel_values") else "feature-extraction"
+        )
+        all_tags = [LIBRARY_TAG, *self.hub_tags(), *(self.model_tags or []), *(tags or []), "custom_code"]
+        data = ModelCardData(
+            library_name="transformers",
+            license=license,
+            pipeline_tag=pipeline_tag,
+            tags=list(dict.fromkeys(all_tags)),
+            model_name=repo_id.split("/")[-1],
+        )
+        if training_results:
+            data.datasets = [training_results["dataset"]]
+            data.metrics = ["accuracy"]
+            data.eval_results = [
+                EvalResult(
+                    task_type=pipeline_tag,
+                    dataset_type=training_results["dataset"],
+                    dataset_name=training_results["dataset"],
+                    dataset_split="test",
+                    metric_type="accuracy",
+                    metric_value=round(float(training_results["accuracy"]), 4),
+                )
+            ]
+        body = _card_body(repo_id, revision, type(self).__name__, auto_class, self.num_parameters(), training_results)
+        return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _create(create) -> tuple[str, bool]:
+    """Run `create(exist_ok)`: (its result, whether it created something). The Hub answers 409 when it exists."""
+    try:
+        return create(False), True
+    except HfHubHTTPError as error:
+        if error.response is None or error.response.status_code != 409:
+            raise
+        return create(True), False
+
+
+def _undo_push(api: HfApi, repo_id: str, branch: str | None, repo: bool, error: Exception) -> None:
+    """Delete what a failed push created; the error that made it fail is the one the caller sees."""
+    try:
+        if repo:
+            api.delete_repo(repo_id)
+        elif branch is not None:
+            api.delete_branch(repo_id, branch=branch)
+    except HfHubHTTPError as undo_error:
+        error.add_note(f"hf_attention could not undo the failed push to {repo_id}: {undo_error}")
+
+
+def _card_body(
+    repo_id: str, revision: str | None, class_name: str, auto_class: str, num_parameters: int, results: dict | None
+) -> str:
+    revision_argument = f", revision={json.dumps(revision)}" if revision not in (None, "main") else ""
+    lines = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"A `{class_name}` ({num_parameters:,} parameters) from the "
+        f"[hf-attention](https://pypi.org/project/hf-attention/) package, pushed with its code.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        f"from transformers import {auto_class}",
+        "",
+        f"model = {auto_class}.from_pretrained({json.dumps(repo_id)}{revision_argument}, trust_remote_code=True)",
+        "```",
+        "",
+        "With `pip install hf-attention`, `import hf_attention` first and `trust_remote_code` is not needed: the",
+        "installed code is used. Weights are safetensors only.",
+    ]
+    if results:
+        lines += ["", "## Training", "", f"Trained with `hf-attention train` on `{results['dataset']}`.", ""]
+        lines += ["| metric | value |", "|---|---|", f"| test accuracy | {float(results['accuracy']):.4f} |"]
+        if "eval_loss" in results:
+            lines.append(f"| test loss | {float(results['eval_loss']):.4f} |")
+    return "\n".join(lines) + "\n"

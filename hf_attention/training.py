@@ -4,9 +4,10 @@ The image processor is transformers' own `ViTImageProcessor` (its PIL backend, s
 saved next to the model so that `pipeline("image-classification", model=output_dir)` works.
 """
 
+import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ import torch
 from datasets import DatasetDict
 from PIL import Image
 from transformers import PreTrainedModel, Trainer, TrainingArguments, ViTImageProcessorPil
+
+# written next to the trained model; `hf-attention push` puts its dataset and accuracy on the model card
+TRAINING_SUMMARY_FILE = "training_summary.json"
 
 
 @dataclass
@@ -39,6 +43,11 @@ class TrainingSummary:
             f"training time     {self.train_seconds:.1f} s",
             f"saved to          {self.output_dir}",
         ]
+
+    def save(self) -> None:
+        """Write the results (not the local path) to TRAINING_SUMMARY_FILE in the output dir."""
+        record = {name: value for name, value in asdict(self).items() if name != "output_dir"}
+        (Path(self.output_dir) / TRAINING_SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def make_image_processor(image_size: int) -> ViTImageProcessorPil:
@@ -109,9 +118,9 @@ def train_image_classifier(
     trainer.train()
     train_seconds = time.perf_counter() - start
     metrics = trainer.evaluate()
-    trainer.save_model(training_args.output_dir)
+    model.save_pretrained(training_args.output_dir)  # not trainer.save_model: it also pickles training_args.bin
     processor.save_pretrained(training_args.output_dir)
-    return TrainingSummary(
+    summary = TrainingSummary(
         dataset=dataset_name,
         train_size=len(dataset["train"]),
         eval_size=len(dataset["test"]),
@@ -122,3 +131,5 @@ def train_image_classifier(
         num_parameters=model.num_parameters(),
         output_dir=str(Path(training_args.output_dir).resolve()),
     )
+    summary.save()
+    return summary

@@ -64,6 +64,8 @@ def test_train_vit_end_to_end_then_load_and_pipeline(tmp_path, capsys):
     accuracy = float(summary.split("test accuracy")[1].split()[0])
     assert 0.0 <= accuracy <= 1.0
 
+    saved = sorted(path.name for path in output_dir.iterdir())
+    assert "model.safetensors" in saved and not [name for name in saved if name.endswith((".bin", ".pt", ".pkl"))]
     model = AutoModelForImageClassification.from_pretrained(output_dir).eval()
     assert model.config.id2label[7] == "7" and model.config.num_channels == 3
 

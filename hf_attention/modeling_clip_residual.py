@@ -1,0 +1,163 @@
+"""CLIP's residual attention block (Radford et al., 2021) and the transformer stacked from it.
+
+Data flow, per block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), where mlp is c_fc -> QuickGELU -> c_proj and attn
+is multi-head self-attention, causal in CLIP's text tower. The stack has no final norm: CLIP applies its
+`ln_final` / `ln_post` outside the transformer, to the token it reads out.
+"""
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils.output_capturing import capture_outputs
+
+from .attention import AttentionMask, MultiHeadAttention, build_attention_mask
+from .configuration_clip_residual import CLIPResidualTransformerConfig
+from .pretrained import HFAttentionPreTrainedModel
+
+
+class CLIPResidualMLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
+        super().__init__()
+        self.c_fc = nn.Linear(hidden_size, intermediate_size)
+        self.activation = ACT2FN[hidden_act]
+        self.c_proj = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.activation(self.c_fc(hidden_states)))
+
+
+class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) with a QuickGELU MLP.
+
+    Args:
+        hidden_size: width of the tokens.
+        num_heads: attention heads; must divide `hidden_size`.
+        intermediate_size: width of the MLP's hidden layer; defaults to 4 * `hidden_size` as in CLIP.
+        hidden_act: MLP activation, a key of `transformers.activations.ACT2FN`.
+        layer_norm_eps: epsilon of both layer norms.
+        attention_dropout: dropout on the attention weights, in [0, 1).
+        is_causal: hide later tokens from each token (CLIP's text tower).
+        attn_implementation: backend when no `config` drives the module ("eager", "sdpa", "flex_attention", ...).
+        config: a `PreTrainedConfig` whose live `_attn_implementation` overrides `attn_implementation`.
+
+    Forward takes (batch, length, hidden_size) tokens and an optional padding mask (batch, length), 1 to keep, or
+    an `AttentionMask` from `build_attention_mask` (for a structural mask), and returns tokens of the same shape.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int | None = None,
+        *,
+        hidden_act: str = "quick_gelu",
+        layer_norm_eps: float = 1e-5,
+        attention_dropout: float = 0.0,
+        is_causal: bool = False,
+        attn_implementation: str = "sdpa",
+        config=None,
+    ):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attn = MultiHeadAttention(
+            hidden_size,
+            num_heads,
+            dropout=attention_dropout,
+            fused_qkv=True,  # CLIP's own checkpoints store one in_proj for q, k and v
+            is_causal=is_causal,
+            attn_implementation=attn_implementation,
+            config=config,
+        )
+        self.ln_2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mlp = CLIPResidualMLP(hidden_size, intermediate_size or 4 * hidden_size, hidden_act)
+
+    def forward(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | AttentionMask | None = None, **kwargs
+    ) -> torch.Tensor:
+        attention_output, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, **kwargs)
+        hidden_states = hidden_states + attention_output
+        return hidden_states + self.mlp(self.ln_2(hidden_states))
+
+
+class CLIPResidualTransformerPreTrainedModel(HFAttentionPreTrainedModel):
+    config: CLIPResidualTransformerConfig
+    config_class = CLIPResidualTransformerConfig
+    base_model_prefix = "transformer"
+    main_input_name = "inputs_embeds"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CLIPResidualAttentionBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+    _can_record_outputs = {"hidden_states": CLIPResidualAttentionBlock, "attentions": MultiHeadAttention}
+
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        """A deterministic small padded batch that fits the config (transformers' convention for example inputs)."""
+        generator = torch.Generator().manual_seed(0)
+        return {
+            "inputs_embeds": torch.randn(2, 5, self.config.hidden_size, generator=generator),
+            "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+        }
+
+
+class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
+    """`num_hidden_layers` residual attention blocks over token embeddings; the mask is built once for all."""
+
+    def __init__(self, config: CLIPResidualTransformerConfig):
+        super().__init__(config)
+        self.resblocks = nn.ModuleList(
+            CLIPResidualAttentionBlock(
+                config.hidden_size,
+                config.num_attention_heads,
+                config.intermediate_size,
+                hidden_act=config.hidden_act,
+                layer_norm_eps=config.layer_norm_eps,
+                attention_dropout=config.attention_dropout,
+                is_causal=config.is_causal,
+                config=config,
+            )
+            for _ in range(config.num_hidden_layers)
+        )
+        self.post_init()
+
+    @capture_outputs
+    def forward(
+        self, inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutput:
+        r"""
+        inputs_embeds (`torch.Tensor` of shape `(batch_size, length, hidden_size)`):
+            Token embeddings (with position embeddings already added, as CLIP does before its transformer).
+        attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
+            1 for tokens to keep, 0 for padding. Padded tokens neither give nor take attention.
+        """
+        if inputs_embeds is None or inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
+            shape = None if inputs_embeds is None else tuple(inputs_embeds.shape)
+            raise ValueError(f"inputs_embeds must have shape (batch, length, {self.config.hidden_size}), got {shape}.")
+        batch_size, length, _ = inputs_embeds.shape
+        mask = build_attention_mask(
+            self.config._attn_implementation,
+            batch_size=batch_size,
+            query_length=length,
+            key_length=length,
+            key_padding_mask=attention_mask,
+            query_padding_mask=attention_mask,
+            is_causal=self.config.is_causal,
+            device=inputs_embeds.device,
+        )
+        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
+        hidden_states = inputs_embeds
+        for block in self.resblocks:
+            hidden_states = block(hidden_states, attention_mask=mask, **kwargs)
+        return BaseModelOutput(last_hidden_state=hidden_states)
+
+
+__all__ = [
+    "CLIPResidualAttentionBlock",
+    "CLIPResidualTransformerModel",
+    "CLIPResidualTransformerPreTrainedModel",
+]

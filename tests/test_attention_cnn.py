@@ -1,0 +1,206 @@
+"""The attention CNN inserts the chosen block after its stages, trains with Trainer and honours the model contract."""
+
+import pytest
+import torch
+from datasets import Dataset
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from safetensors.torch import load_file
+from torch import nn
+from transformers import AutoConfig, AutoModelForImageClassification, Trainer, TrainingArguments
+
+from hf_attention import (
+    AttentionCNNConfig,
+    AttentionCNNForImageClassification,
+    AttentionCNNModel,
+    CompressAIAttentionBlock,
+    CrissCrossAttention,
+    DualAttention,
+    NonLocalBlock,
+    ResidualAttentionModule,
+    SpatialTransformer,
+    SqueezeExcitation,
+)
+from hf_attention.cli import build_parser, main
+from hf_attention.configuration_attention_cnn import ATTENTION_CNN_TYPES
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: threads gain nothing, and on a busy machine their barriers cost 10-100x."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+BLOCK_CLASSES = {
+    "squeeze_excitation": SqueezeExcitation,
+    "spatial_transformer": SpatialTransformer,
+    "residual_attention": ResidualAttentionModule,
+    "dual_attention": DualAttention,
+    "non_local": NonLocalBlock,
+    "criss_cross": CrissCrossAttention,
+    "compressai": CompressAIAttentionBlock,
+}
+
+
+def tiny_config(**overrides) -> AttentionCNNConfig:
+    settings = dict(hidden_sizes=[8, 16], depths=[1, 1], reduction=2, num_labels=3)
+    settings.update(overrides)
+    return AttentionCNNConfig(**settings)
+
+
+def test_every_attention_type_is_a_choice_of_the_cli():
+    assert set(ATTENTION_CNN_TYPES) == {"none", *BLOCK_CLASSES}
+    args = build_parser().parse_args(["train", "attention-cnn", "--attention", "criss_cross"])
+    assert args.attention == "criss_cross" and args.dataset == "digits"
+
+
+@pytest.mark.parametrize("attention_type", ATTENTION_CNN_TYPES)
+def test_the_block_follows_each_stage_and_any_image_size_works(attention_type):
+    model = AttentionCNNForImageClassification(tiny_config(attention_type=attention_type)).eval()
+    blocks = [stage.attention for stage in model.cnn.stages]
+    if attention_type == "none":
+        assert all(isinstance(block, nn.Identity) for block in blocks)
+    else:
+        assert all(isinstance(block, BLOCK_CLASSES[attention_type]) for block in blocks)
+    with torch.no_grad():
+        output = model(torch.randn(1, 3, 9, 7), output_hidden_states=True)
+    assert output.logits.shape == (1, 3) and torch.isfinite(output.logits).all()
+    assert [state.shape[1] for state in output.hidden_states[1:]] == [8, 16]
+
+
+def test_attention_stages_selects_where_blocks_go():
+    model = AttentionCNNModel(tiny_config(attention_type="non_local", attention_stages=[1]))
+    assert isinstance(model.stages[0].attention, nn.Identity) and isinstance(model.stages[1].attention, NonLocalBlock)
+
+
+@torch.no_grad()
+def test_identity_start_blocks_leave_the_network_unchanged():
+    """Criss-cross and non-local blocks start as the identity: inserting them changes nothing until trained."""
+    pixels = torch.randn(2, 3, 10, 10)
+    torch.manual_seed(0)
+    plain = AttentionCNNForImageClassification(tiny_config()).eval()
+    for attention_type in ("criss_cross", "non_local"):
+        model = AttentionCNNForImageClassification(tiny_config(attention_type=attention_type)).eval()
+        model.load_state_dict(plain.state_dict(), strict=False)
+        torch.testing.assert_close(model(pixels).logits, plain(pixels).logits)
+
+
+def test_save_load_round_trip_through_the_auto_classes(tmp_path):
+    model = AttentionCNNForImageClassification(tiny_config(attention_type="dual_attention")).eval()
+    with torch.no_grad():
+        for stage in model.cnn.stages:
+            stage.attention.position_attention.gamma.fill_(0.5)
+    model.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), AttentionCNNConfig)
+    loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
+    assert type(loaded) is AttentionCNNForImageClassification
+    saved = load_file(tmp_path / "model.safetensors")
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0, msg=name)
+    pixels = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels).logits, model(pixels).logits, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_attention_backends_agree_and_return_dict_false_gives_a_tuple():
+    model = AttentionCNNForImageClassification(tiny_config(attention_type="non_local")).eval()
+    for block in (stage.attention for stage in model.cnn.stages):
+        block.output_norm.weight.fill_(1.0)
+    pixels, labels = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    logits = {}
+    for implementation in ("eager", "sdpa"):
+        model.set_attn_implementation(implementation)
+        logits[implementation] = model(pixels).logits
+    torch.testing.assert_close(logits["sdpa"], logits["eager"], atol=1e-5, rtol=1e-5)
+    as_dict, as_tuple = model(pixels, labels=labels), model(pixels, labels=labels, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], as_dict.loss)
+    torch.testing.assert_close(as_tuple[1], as_dict.logits)
+
+
+@pytest.mark.parametrize(
+    ("problem_type", "labels", "formula"),
+    [
+        ("single_label_classification", torch.tensor([0, 2]), nn.functional.cross_entropy),
+        (
+            "multi_label_classification",
+            torch.tensor([[1.0, 0, 1], [0, 1, 0]]),
+            nn.functional.binary_cross_entropy_with_logits,
+        ),
+        ("regression", torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, 0.0]]), nn.functional.mse_loss),
+    ],
+)
+def test_loss_follows_problem_type(problem_type, labels, formula):
+    model = AttentionCNNForImageClassification(tiny_config(problem_type=problem_type))
+    output = model(torch.randn(2, 3, 8, 8), labels=labels)
+    torch.testing.assert_close(output.loss, formula(output.logits, labels))
+
+
+def test_trainer_lowers_the_loss_and_gradients_reach_the_blocks(tmp_path):
+    torch.manual_seed(0)
+    pixels = torch.randn(32, 3, 8, 8)
+    labels = (pixels[:, 0].mean(dim=(1, 2)) > 0).long() + (pixels[:, 1].mean(dim=(1, 2)) > 0).long()
+    data = Dataset.from_dict({"pixel_values": pixels, "labels": labels}).with_format("torch")
+    model = AttentionCNNForImageClassification(tiny_config(attention_type="criss_cross"))
+    with torch.no_grad():
+        start_loss = model.eval()(pixels, labels=labels).loss.item()
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=15,
+        per_device_train_batch_size=16,
+        learning_rate=1e-2,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    Trainer(model=model, args=args, train_dataset=data).train()
+    with torch.no_grad():
+        end_loss = model.eval()(pixels, labels=labels).loss.item()
+    assert end_loss < start_loss / 2
+    assert all(stage.attention.gamma.abs().item() > 0 for stage in model.cnn.stages)  # the blocks left the identity
+
+
+def test_bad_inputs_raise_errors_that_name_the_problem():
+    model = AttentionCNNForImageClassification(tiny_config())
+    with pytest.raises(
+        ValueError, match=r"pixel_values must have shape \(batch, 3, height, width\), got \(2, 1, 8, 8\)"
+    ):
+        model(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"pixel_values must have shape"):
+        model(torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="pixel_values is required"):
+        model()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"attention_type": "cbam"}, r"attention_type.*must be one of .*got 'cbam'"),
+        ({"depths": [1]}, r"hidden_sizes and depths need one entry per stage"),
+        ({"hidden_sizes": [8, 0]}, r"Stage widths and depths must be positive"),
+        ({"attention_stages": [2]}, r"attention_stages.*stage indices in 0..1, got \[2\]"),
+        ({"pairwise_function": "cosine"}, r"pairwise_function.*got 'cosine'"),
+        ({"hidden_dropout_prob": 1.0}, r"hidden_dropout_prob.*must be in \[0, 1\)"),
+        ({"recurrence": 0}, r"`recurrence` must be positive"),
+    ],
+)
+def test_impossible_configs_are_refused_with_the_reason(overrides, message):
+    with pytest.raises((ValueError, StrictDataclassClassValidationError), match=message):
+        tiny_config(**overrides)
+
+
+def test_cli_trains_on_digits_and_saves_a_pipeline_ready_model(tmp_path, capsys):
+    output_dir = tmp_path / "se"
+    argv = ["train", "attention-cnn", "--attention", "squeeze_excitation", "--dataset", "digits", "--train-size", "200"]
+    argv += ["--epochs", "1", "--hidden-sizes", "8", "16", "--depths", "1", "1", "--output-dir", str(output_dir)]
+    assert main(argv) == 0
+    report = capsys.readouterr().out
+    assert "train / eval size 200 / 360" in report and "test accuracy" in report
+    loaded = AutoModelForImageClassification.from_pretrained(output_dir)
+    assert loaded.config.attention_type == "squeeze_excitation" and loaded.config.id2label[3] == "3"
+    assert (output_dir / "preprocessor_config.json").exists()
+    with pytest.raises(ValueError, match=r"--train-size must be in 1..1437, got 5000"):
+        main(argv[:-2] + ["--output-dir", str(tmp_path / "x"), "--train-size", "5000"])
