@@ -23,16 +23,6 @@ from hf_attention import (
 from hf_attention.cli import build_parser, main
 from hf_attention.configuration_attention_cnn import ATTENTION_CNN_TYPES
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: threads gain nothing, and on a busy machine their barriers cost 10-100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 BLOCK_CLASSES = {
     "squeeze_excitation": SqueezeExcitation,
     "spatial_transformer": SpatialTransformer,

@@ -42,16 +42,6 @@ from hf_attention import (
 )
 from hf_attention.modeling_feature_attention import IdentityAffineRegressor, ZeroInitBatchNorm2d, ZeroInitConv2d
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: threads gain nothing, and on a busy machine their barriers cost 10-100x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 CHANNELS = 8
 # (model class, config) for every block, tiny
 BLOCKS = {

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import BACKENDS, tiny_vit_config
+from conftest import BACKENDS
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
@@ -154,7 +154,7 @@ def test_the_seeds_efficient_vit_builds_and_runs_at_2048_pixels_with_4097_tokens
 
 def tiny_linformer_vit(**overrides) -> VisionTransformerForImageClassification:
     return VisionTransformerForImageClassification(
-        tiny_vit_config(attention_type="linformer", linformer_k=6, **overrides)
+        VisionTransformerConfig.tiny(attention_type="linformer", linformer_k=6, **overrides)
     ).eval()
 
 
@@ -198,8 +198,8 @@ def test_linformer_vit_runs_smaller_images_and_refuses_larger_ones():
 
 def test_linformer_vit_settings_are_validated():
     with pytest.raises(StrictDataclassClassValidationError, match=r"attention_type.*must be one of"):
-        tiny_vit_config(attention_type="performer")
+        VisionTransformerConfig.tiny(attention_type="performer")
     with pytest.raises(StrictDataclassClassValidationError, match=r"projected length k must be positive, got 17 and 0"):
-        tiny_vit_config(attention_type="linformer", linformer_k=0)
+        VisionTransformerConfig.tiny(attention_type="linformer", linformer_k=0)
     with pytest.raises(StrictDataclassClassValidationError, match=r"projection sharing must be one of"):
-        tiny_vit_config(attention_type="linformer", linformer_sharing="layers")
+        VisionTransformerConfig.tiny(attention_type="linformer", linformer_sharing="layers")

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import BACKENDS, tiny_vit_config
+from conftest import BACKENDS
 from datasets import Dataset
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from safetensors.torch import load_file
@@ -12,13 +12,13 @@ from hf_attention import VisionTransformerConfig, VisionTransformerForImageClass
 
 
 def tiny_classifier(**overrides):
-    return VisionTransformerForImageClassification(tiny_vit_config(**overrides)).eval()
+    return VisionTransformerForImageClassification(VisionTransformerConfig.tiny(**overrides)).eval()
 
 
 @torch.no_grad()
 def test_shapes_and_pooling():
     pixels = torch.randn(2, 3, 16, 16)
-    model = VisionTransformerModel(tiny_vit_config(pooling="mean")).eval()
+    model = VisionTransformerModel(VisionTransformerConfig.tiny(pooling="mean")).eval()
     output = model(pixels)
     assert output.last_hidden_state.shape == (2, 17, 32)
     torch.testing.assert_close(output.pooler_output, output.last_hidden_state[:, 1:].mean(1))
@@ -93,7 +93,9 @@ def test_load_options_dtype_and_attn_implementation(tmp_path):
     with torch.no_grad():
         logits = loaded(torch.randn(2, 3, 16, 16)).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
-    from_config = VisionTransformerForImageClassification._from_config(tiny_vit_config(), attn_implementation="sdpa")
+    from_config = VisionTransformerForImageClassification._from_config(
+        VisionTransformerConfig.tiny(), attn_implementation="sdpa"
+    )
     assert from_config.config._attn_implementation == "sdpa"
 
 
@@ -110,7 +112,7 @@ def test_every_parameter_is_initialised_and_loading_does_not_reinitialise(tmp_pa
 
 
 def test_a_missing_weight_is_initialised_not_left_empty(tmp_path):
-    VisionTransformerModel(tiny_vit_config()).save_pretrained(tmp_path)
+    VisionTransformerModel(VisionTransformerConfig.tiny()).save_pretrained(tmp_path)
     model = VisionTransformerForImageClassification.from_pretrained(tmp_path)  # no classifier in the checkpoint
     assert model.classifier.weight.std() > 0 and torch.isfinite(model.classifier.weight).all()
     assert model.classifier.bias.abs().max() == 0
@@ -201,7 +203,7 @@ def test_bad_inputs_raise_errors_that_name_the_problem():
 )
 def test_impossible_configs_fail_at_construction(overrides, message):
     with pytest.raises(StrictDataclassClassValidationError, match=message):
-        tiny_vit_config(**overrides)
+        VisionTransformerConfig.tiny(**overrides)
 
 
 def test_trainer_steps_lower_the_loss(tmp_path):
@@ -209,7 +211,7 @@ def test_trainer_steps_lower_the_loss(tmp_path):
     labels = torch.arange(32) % 2
     pixels = torch.randn(32, 3, 16, 16) + (2.0 * labels - 1.0)[:, None, None, None]  # a rule the model can learn
     dataset = Dataset.from_dict({"pixel_values": pixels.numpy(), "labels": labels.numpy()}).with_format("torch")
-    model = VisionTransformerForImageClassification(tiny_vit_config(num_labels=2))
+    model = VisionTransformerForImageClassification(VisionTransformerConfig.tiny(num_labels=2))
     args = TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=8, learning_rate=3e-3,
         report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True,
