@@ -209,3 +209,15 @@ def test_separate_value_inputs_and_their_errors():
         attention(hidden, context, value_states=context)
     with pytest.raises(TypeError, match="`pattern` must be a bool tensor"):
         build_attention_mask("sdpa", batch_size=2, query_length=3, key_length=5, pattern=torch.ones(3, 5))
+
+
+def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
+    padding = torch.tensor([[1, 1, 0], [0, 0, 0]])
+    mask = build_attention_mask(
+        "flash_attention_2", batch_size=2, query_length=3, key_length=3, key_padding_mask=padding,
+        query_padding_mask=padding,
+    )  # fmt: skip
+    # flash unpads by this (batch, length) mask; an all-padding sample is opened so no kernel row is empty...
+    assert mask.backend_mask.tolist() == [[True, True, False], [True, True, True]]
+    # ...and its outputs are zeroed afterwards, like every padded query's
+    assert mask.query_keeps.tolist() == [[True, True, False], [False, False, False]]
