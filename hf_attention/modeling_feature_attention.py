@@ -20,7 +20,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .attention import dot_product_attention
+from .attention import dot_product_attention, masked_softmax
 from .configuration_feature_attention import (
     BOTTLENECK_EXPANSION,
     CompressAIAttentionConfig,
@@ -540,13 +540,15 @@ class CrissCrossAttention(nn.Module):
     def attend(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """One criss-cross pass: the attended values (batch, channels, height, width), before gamma and residual."""
         query, key, value = self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
-        height = hidden_states.shape[-2]
+        height, width = hidden_states.shape[-2:]
         column_scores = torch.einsum("bchw,bcgw->bhwg", query, key)  # g runs over the rows of column w
-        itself = torch.eye(height, dtype=torch.bool, device=hidden_states.device)[:, None, :]
-        column_scores = column_scores.masked_fill(itself, float("-inf"))  # counted in the row scores instead
         row_scores = torch.einsum("bchw,bchv->bhwv", query, key)  # v runs over the columns of row h
-        probabilities = torch.softmax(torch.cat((column_scores, row_scores), dim=-1), dim=-1, dtype=torch.float32)
-        column_probabilities, row_probabilities = probabilities.to(value.dtype).split((height, value.shape[-1]), -1)
+        # each position is dropped from its column (it is counted in its row): keep (height, 1, height + width)
+        not_itself = ~torch.eye(height, dtype=torch.bool, device=hidden_states.device)[:, None, :]
+        whole_row = torch.ones(height, 1, width, dtype=torch.bool, device=hidden_states.device)
+        keep = torch.cat((not_itself, whole_row), dim=-1)
+        probabilities = masked_softmax(torch.cat((column_scores, row_scores), dim=-1), keep)
+        column_probabilities, row_probabilities = probabilities.to(value.dtype).split((height, width), -1)
         from_column = torch.einsum("bhwg,bcgw->bchw", column_probabilities, value)
         from_row = torch.einsum("bhwv,bchv->bchw", row_probabilities, value)
         return from_column + from_row
