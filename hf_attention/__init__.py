@@ -4,27 +4,35 @@ Importing the package registers every configuration and model with transformers'
 models load with `AutoModel*.from_pretrained` and no `trust_remote_code`.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForSeq2SeqLM
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSeq2SeqLM,
+    AutoModelForVideoClassification,
+    AutoModelForZeroShotImageClassification,
+)
 
 from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, dot_product_attention
 from .configuration_additive import AdditiveAttentionConfig
 from .configuration_attention_cnn import AttentionCNNConfig
 from .configuration_clip_residual import CLIPResidualTransformerConfig
 from .configuration_detr_transformer import DETRTransformerConfig
-from .configuration_feature_attention import (
-    CompressAIAttentionConfig,
-    CrissCrossAttentionConfig,
-    DualAttentionConfig,
-    NonLocalConfig,
-    ResidualAttentionConfig,
-    SpatialTransformerConfig,
-    SqueezeExcitationConfig,
-)
+from .configuration_compressai import CompressAIAttentionConfig
+from .configuration_criss_cross import CrissCrossAttentionConfig
+from .configuration_dual_attention import DualAttentionConfig
+from .configuration_non_local import NonLocalConfig
+from .configuration_residual_attention import ResidualAttentionConfig
+from .configuration_spatial_transformer import SpatialTransformerConfig
+from .configuration_squeeze_excitation import SqueezeExcitationConfig
 from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
+from .configuration_glimpse import RecurrentAttentionConfig
+from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
 from .configuration_linformer import LinformerConfig
 from .configuration_mha import MultiHeadAttentionConfig
 from .configuration_nadaraya_watson import NadarayaWatsonConfig
 from .configuration_seq2seq import RecurrentSeq2SeqConfig
+from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
 from .conversion import from_transformers
 from .modeling_additive import AdditiveAttention, AdditiveAttentionModel, AdditiveAttentionPreTrainedModel
@@ -42,33 +50,37 @@ from .modeling_detr_transformer import (
     DETRTransformerModel,
     DETRTransformerPreTrainedModel,
 )
-from .modeling_feature_attention import (
-    BasicResidualBlock,
-    BottleneckResidualBlock,
-    ChannelAttention,
-    CompressAIAttentionBlock,
-    CompressAIAttentionModel,
-    CrissCrossAttention,
-    CrissCrossAttentionModel,
-    DualAttention,
-    DualAttentionModel,
-    FeatureAttentionPreTrainedModel,
-    NonLocalBlock,
-    NonLocalModel,
-    PositionAttention,
-    ResidualAttentionModel,
-    ResidualAttentionModule,
-    SEBasicBlock,
-    SEBottleneckBlock,
-    SpatialTransformer,
-    SpatialTransformerModel,
-    SqueezeExcitation,
-    SqueezeExcitationModel,
-)
+from .feature_attention import create_feature_attention
+from .feature_map_layers import BasicResidualBlock, BottleneckResidualBlock, FeatureAttentionPreTrainedModel
+from .modeling_compressai import CompressAIAttentionBlock, CompressAIAttentionModel
+from .modeling_criss_cross import CrissCrossAttention, CrissCrossAttentionModel
+from .modeling_dual_attention import ChannelAttention, DualAttention, DualAttentionModel, PositionAttention
+from .modeling_non_local import NonLocalBlock, NonLocalModel
+from .modeling_residual_attention import ResidualAttentionModel, ResidualAttentionModule
+from .modeling_spatial_transformer import SpatialTransformer, SpatialTransformerModel
+from .modeling_squeeze_excitation import SEBasicBlock, SEBottleneckBlock, SqueezeExcitation, SqueezeExcitationModel
 from .modeling_feature_map_cross_attention import (
     FeatureMapCrossAttention,
     FeatureMapCrossAttentionModel,
     FeatureMapCrossAttentionPreTrainedModel,
+)
+from .modeling_glimpse import (
+    GlimpseNetwork,
+    GlimpseSensor,
+    LocationPolicy,
+    RecurrentAttentionForImageClassification,
+    RecurrentAttentionModel,
+    RecurrentAttentionPreTrainedModel,
+)
+from .modeling_image_text import (
+    CLIPResidualTextModel,
+    ImageTextFusion,
+    ImageTextFusionLayer,
+    ImageTextRanking,
+    VisionTextCrossAttentionForImageTextRetrieval,
+    VisionTextCrossAttentionModel,
+    VisionTextCrossAttentionOutput,
+    VisionTextCrossAttentionPreTrainedModel,
 )
 from .modeling_linformer import LinformerPreTrainedModel, LinformerSelfAttention, LinformerSelfAttentionModel
 from .modeling_mha import MultiHeadAttentionModel, MultiHeadAttentionPreTrainedModel
@@ -77,6 +89,17 @@ from .modeling_seq2seq import (
     RecurrentSeq2SeqForConditionalGeneration,
     RecurrentSeq2SeqModel,
     RecurrentSeq2SeqPreTrainedModel,
+)
+from .modeling_video import (
+    CLIPTextTower,
+    CrossFrameAttentionLayer,
+    MultiFrameIntegrationTransformer,
+    VideoSpecificPromptGenerator,
+    VideoTextTransformerModel,
+    VideoTextTransformerPreTrainedModel,
+    VideoTransformerForVideoClassification,
+    VideoTransformerModel,
+    VideoTransformerPreTrainedModel,
 )
 from .modeling_vit import (
     VisionTransformerForImageClassification,
@@ -117,6 +140,23 @@ REGISTRY = [
         AttentionCNNModel,
         {AutoModelForImageClassification: AttentionCNNForImageClassification},
     ),
+    (CLIPResidualTextConfig, CLIPResidualTextModel, {}),
+    (
+        VisionTextCrossAttentionConfig,
+        VisionTextCrossAttentionModel,
+        {AutoModelForZeroShotImageClassification: VisionTextCrossAttentionForImageTextRetrieval},
+    ),
+    (
+        RecurrentAttentionConfig,
+        RecurrentAttentionModel,
+        {AutoModelForImageClassification: RecurrentAttentionForImageClassification},
+    ),
+    (
+        VideoTransformerConfig,
+        VideoTransformerModel,
+        {AutoModelForVideoClassification: VideoTransformerForVideoClassification},
+    ),
+    (VideoTextTransformerConfig, VideoTextTransformerModel, {}),
 ]
 
 
@@ -131,6 +171,17 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "CLIPTextTower",
+    "CrossFrameAttentionLayer",
+    "MultiFrameIntegrationTransformer",
+    "VideoSpecificPromptGenerator",
+    "VideoTextTransformerConfig",
+    "VideoTextTransformerModel",
+    "VideoTextTransformerPreTrainedModel",
+    "VideoTransformerConfig",
+    "VideoTransformerForVideoClassification",
+    "VideoTransformerModel",
+    "VideoTransformerPreTrainedModel",
     "CLIPResidualAttentionBlock",
     "CLIPResidualTransformerConfig",
     "CLIPResidualTransformerModel",
@@ -200,11 +251,29 @@ __all__ = [
     "AttentionMask",
     "MultiHeadAttention",
     "REGISTRY",
+    "CLIPResidualTextConfig",
+    "CLIPResidualTextModel",
+    "ImageTextFusion",
+    "ImageTextFusionLayer",
+    "ImageTextRanking",
+    "VisionTextCrossAttentionConfig",
+    "VisionTextCrossAttentionForImageTextRetrieval",
+    "VisionTextCrossAttentionModel",
+    "VisionTextCrossAttentionOutput",
+    "VisionTextCrossAttentionPreTrainedModel",
+    "GlimpseNetwork",
+    "GlimpseSensor",
+    "LocationPolicy",
+    "RecurrentAttentionConfig",
+    "RecurrentAttentionForImageClassification",
+    "RecurrentAttentionModel",
+    "RecurrentAttentionPreTrainedModel",
     "VisionTransformerConfig",
     "VisionTransformerForImageClassification",
     "VisionTransformerModel",
     "VisionTransformerPreTrainedModel",
     "build_attention_mask",
+    "create_feature_attention",
     "dot_product_attention",
     "from_transformers",
 ]

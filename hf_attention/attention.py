@@ -26,6 +26,8 @@ from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from .checks import check_attention_shape, check_float_input, check_probability
+
 try:  # flex attention exists on every torch transformers 5 supports, but keep import failures readable
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 except ImportError:  # pragma: no cover
@@ -45,54 +47,78 @@ class AttentionMask:
             with no key, and padded queries in self-attention.
         backend_mask: `allowed` in the form the attention implementation expects (bool tensor for sdpa,
             `BlockMask` for flex, the 2-D padding mask for flash), or None when nothing is masked.
+        key_keeps: bool (batch, key_length), False for keys no query may read (padding), or None when no key is
+            masked. Those keys and values are zeroed before any kernel sees them, so NaN/inf in padding never
+            reaches a real token (0 x NaN is NaN in `probs @ V`, masked or not).
         is_causal: whether the mask is causal, so kernels with a causal fast path may use it.
     """
 
     allowed: torch.Tensor
     query_keeps: torch.Tensor
     backend_mask: torch.Tensor | BlockMask | None
+    key_keeps: torch.Tensor | None = None
     is_causal: bool = False
 
 
-def _as_bool_padding_mask(mask: torch.Tensor, batch_size: int, length: int, name: str) -> torch.Tensor:
+def current_implementation(module: nn.Module) -> str:
+    """The backend a module runs on: its config's live `_attn_implementation` (so `set_attn_implementation` reaches
+    it), or the module's own `attn_implementation` when no config drives it."""
+    return getattr(getattr(module, "config", None), "_attn_implementation", None) or module.attn_implementation
+
+
+def validate_padding_mask(mask: torch.Tensor, batch_size: int, length: int, name: str) -> torch.Tensor:
+    """The one check of every padding mask: bool, or numbers that are exactly 0/1, of shape (batch, length).
+
+    Returns the mask as bool (True keeps). Additive masks (0 / -inf), fractions, 2s, 1-D and batch-1 masks are
+    refused with the reason, never broadcast or thresholded into a silent wrong answer.
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"`{name}` must be a tensor of shape (batch_size, length), got {type(mask).__name__}.")
     if mask.dim() != 2 or mask.shape[0] != batch_size or mask.shape[1] != length:
         raise ValueError(
             f"`{name}` must have shape (batch_size, length) = ({batch_size}, {length}) with 1 for tokens to keep "
             f"and 0 for padding, got shape {tuple(mask.shape)}."
         )
+    return as_keep_mask(mask, name)
+
+
+def as_keep_mask(mask: torch.Tensor, name: str) -> torch.Tensor:
+    """`mask` as bool (True keeps), refusing anything but bools and numbers that are exactly 0 or 1."""
     if mask.dtype == torch.bool:
         return mask
-    if mask.is_floating_point() or mask.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
-        if not torch.compiler.is_compiling() and not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError(
-                f"`{name}` must hold only 0 (padding) and 1 (keep); got other values. Additive masks "
-                "(0 / -inf) are not accepted here: pass which tokens to keep instead."
-            )
-        return mask != 0
-    raise TypeError(f"`{name}` must be a bool, integer or float tensor of 0/1, got dtype {mask.dtype}.")
+    if mask.is_complex():
+        raise TypeError(f"`{name}` must be a bool, integer or float tensor of 0/1, got dtype {mask.dtype}.")
+    if not torch.compiler.is_compiling() and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError(
+            f"`{name}` must hold only 0 (padding) and 1 (keep); got other values. Additive masks "
+            "(0 / -inf) are not accepted here: pass which tokens to keep instead."
+        )
+    return mask != 0
 
 
 def build_attention_mask(
     attn_implementation: str | None,
+    queries: torch.Tensor,
+    keys: torch.Tensor | None = None,
     *,
-    batch_size: int,
-    query_length: int,
-    key_length: int,
     key_padding_mask: torch.Tensor | None = None,
     query_padding_mask: torch.Tensor | None = None,
     is_causal: bool = False,
     pattern: torch.Tensor | None = None,
-    device: torch.device | str = "cpu",
 ) -> AttentionMask | None:
     """Prepare the mask for one attention call (or a stack of them); None when nothing is masked.
 
-    `key_padding_mask` (batch, key_length) and `query_padding_mask` (batch, query_length) use 1/True to keep;
-    in self-attention pass the same mask for both so padded positions neither give nor take attention.
-    `pattern` is a structural bool mask, (query_length, key_length) or (batch, 1, query_length, key_length),
-    True where a query may attend to a key (e.g. a local window); it is combined with the others.
+    `queries` and `keys` are the (batch, length, ...) inputs the mask is for (`keys` defaults to `queries`): the
+    batch size, both lengths and the device are read from them. `key_padding_mask` (batch, key_length) and
+    `query_padding_mask` (batch, query_length) use 1/True to keep; in self-attention pass the same mask for both
+    so padded positions neither give nor take attention. `pattern` is a structural bool mask, (query_length,
+    key_length) or (batch, 1, query_length, key_length), True where a query may attend to a key (e.g. a local
+    window); it is combined with the others.
     """
     if key_padding_mask is None and query_padding_mask is None and not is_causal and pattern is None:
         return None
+    keys = queries if keys is None else keys
+    batch_size, query_length, key_length, device = queries.shape[0], queries.shape[1], keys.shape[1], queries.device
     allowed = torch.ones(1, 1, query_length, key_length, dtype=torch.bool, device=device)
     if pattern is not None:
         allowed = allowed & _as_pattern(pattern, batch_size, query_length, key_length).to(device)
@@ -100,18 +126,20 @@ def build_attention_mask(
         if query_length != key_length:
             raise ValueError(f"A causal mask needs as many queries as keys, got {query_length} and {key_length}.")
         allowed = allowed.tril()
-    keys = None
+    key_keeps = None
     if key_padding_mask is not None:
-        keys = _as_bool_padding_mask(key_padding_mask, batch_size, key_length, "key_padding_mask").to(device)
-        allowed = allowed & keys[:, None, None, :]
+        key_keeps = validate_padding_mask(key_padding_mask, batch_size, key_length, "key_padding_mask").to(device)
+        allowed = allowed & key_keeps[:, None, None, :]
     allowed = allowed.expand(batch_size, 1, query_length, key_length)
     query_keeps = allowed.any(dim=-1)[:, 0]
     if query_padding_mask is not None:
-        queries = _as_bool_padding_mask(query_padding_mask, batch_size, query_length, "query_padding_mask")
-        query_keeps = query_keeps & queries.to(device)
+        queries_kept = validate_padding_mask(query_padding_mask, batch_size, query_length, "query_padding_mask")
+        query_keeps = query_keeps & queries_kept.to(device)
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
-    backend_mask = _backend_mask(attn_implementation, allowed, keys, is_causal, pattern is not None)
-    return AttentionMask(allowed=allowed, query_keeps=query_keeps, backend_mask=backend_mask, is_causal=is_causal)
+    backend_mask = _backend_mask(attn_implementation, allowed, key_keeps, is_causal, pattern is not None)
+    return AttentionMask(
+        allowed=allowed, query_keeps=query_keeps, backend_mask=backend_mask, key_keeps=key_keeps, is_causal=is_causal
+    )
 
 
 def _as_pattern(pattern: torch.Tensor, batch_size: int, query_length: int, key_length: int) -> torch.Tensor:
@@ -140,6 +168,8 @@ def _backend_mask(
     has_pattern: bool,
 ) -> torch.Tensor | BlockMask | None:
     batch_size, _, query_length, key_length = allowed.shape
+    if batch_size == 0:  # an empty batch: nothing to mask, and `dot_product_attention` runs it eagerly
+        return allowed
     if keys is None and is_causal and not has_pattern and attn_implementation != "flex_attention":
         return None  # the kernels' own causal path is faster than any materialised mask
     if attn_implementation in FLASH_IMPLEMENTATIONS:
@@ -184,11 +214,14 @@ def eager_attention_forward(
     scaling: float | None = None,
     dropout: float = 0.0,
     is_causal: bool = False,
+    query_keeps: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference attention on (batch, heads, length, head_dim) tensors; returns (batch, q_len, heads, dim), probs.
 
     `attention_mask` is a bool mask (True keeps) or an additive float mask broadcastable to the scores.
+    `query_keeps` (batch, query_length) zeroes the probabilities of queries that must output nothing before they
+    meet the values, so the probabilities returned are the very tensor the output was computed from.
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
@@ -199,6 +232,8 @@ def eager_attention_forward(
     elif attention_mask is not None:
         scores = scores.float() + attention_mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if query_keeps is not None:
+        probs = torch.where(query_keeps[:, None, :, None], probs, 0.0)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
@@ -222,12 +257,43 @@ def masked_softmax(scores: torch.Tensor, keep_mask: torch.Tensor | None, dim: in
                 f"The mask of shape {tuple(keep_mask.shape)} does not broadcast to the scores of shape "
                 f"{tuple(scores.shape)}; pass a key padding mask (batch, key_length) with 1 for keys to keep."
             )
-        keep_mask = keep_mask != 0
+        keep_mask = as_keep_mask(keep_mask, "attention_mask")
         scores = scores.float().masked_fill(~keep_mask, torch.finfo(torch.float32).min)
     probs = torch.softmax(scores, dim=dim, dtype=torch.float32)
     if keep_mask is not None:  # a row with nothing kept came out uniform: give it no attention at all
         probs = torch.where(keep_mask, probs, 0.0)
     return probs.to(dtype)
+
+
+def score_keep_mask(attention_mask: torch.Tensor | None, batch_size: int, num_queries: int, num_keys: int):
+    """The mask of attention that is not a dot product (additive, kernel), as (batch, 1, queries or 1, keys) bool.
+
+    Takes a key padding mask (batch, keys) or a per-query mask (batch, queries, keys), both 1/True to keep;
+    anything else (1-D, batch-1, additive 0/-inf, fractions) is refused. Pair with `masked_softmax` and
+    `pool_values`.
+    """
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() == 3:
+        if tuple(attention_mask.shape) != (batch_size, num_queries, num_keys):
+            raise ValueError(
+                f"A per-query `attention_mask` must have shape (batch, queries, keys) = "
+                f"{(batch_size, num_queries, num_keys)}, got {tuple(attention_mask.shape)}."
+            )
+        return as_keep_mask(attention_mask, "attention_mask")[:, None]
+    return validate_padding_mask(attention_mask, batch_size, num_keys, "attention_mask")[:, None, None, :]
+
+
+def pool_values(probs: torch.Tensor, values: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """probs (batch, 1, queries, keys) @ values (batch, keys, width) -> (batch, queries, width).
+
+    Values of keys no query may read are zeroed first: 0 x NaN is NaN, so NaN/inf in padding would reach every
+    output. The output comes from `probs` itself, so a gradient reaches the attention map that is returned.
+    """
+    if keep is not None:
+        readable = keep.any(dim=2)[:, 0, :, None]  # (batch, keys, 1)
+        values = torch.where(readable, values, 0.0)
+    return torch.matmul(probs, values[:, None].to(probs.dtype))[:, 0]
 
 
 def dot_product_attention(
@@ -250,24 +316,28 @@ def dot_product_attention(
     head_dim) and the attention probabilities (batch, heads, query_length, key_length) when
     `output_attentions` is set (None otherwise).
     """
-    if output_attentions or attn_implementation in (None, "eager"):
-        interface, mask = eager_attention_forward, None if attention_mask is None else attention_mask.allowed
-    else:
-        interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
-        mask = None if attention_mask is None else attention_mask.backend_mask
     if attention_mask is not None:
         is_causal = attention_mask.is_causal
+        if attention_mask.key_keeps is not None:
+            keeps = attention_mask.key_keeps[:, None, :, None]
+            key, value = torch.where(keeps, key, 0.0), torch.where(keeps, value, 0.0)
+    if output_attentions or attn_implementation in (None, "eager") or query.shape[0] == 0:
+        mask = None if attention_mask is None else attention_mask.allowed
+        keeps = None if attention_mask is None else attention_mask.query_keeps
+        output, probs = eager_attention_forward(
+            module, query, key, value, mask, scaling=scaling, dropout=dropout, is_causal=is_causal, query_keeps=keeps
+        )
+        return output, (probs if output_attentions else None)
+    interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(attn_implementation, eager_attention_forward)
+    mask = None if attention_mask is None else attention_mask.backend_mask
     # a materialised mask already holds the causal pattern; flash's 2-D padding mask does not
     kernel_causal = is_causal and (mask is None or attn_implementation in FLASH_IMPLEMENTATIONS)
-    output, probs = interface(
+    output, _ = interface(
         module, query, key, value, mask, scaling=scaling, dropout=dropout, is_causal=kernel_causal, **kwargs
     )
     if attention_mask is not None:
-        keeps = attention_mask.query_keeps
-        output = torch.where(keeps[:, :, None, None], output, 0.0)
-        if probs is not None:
-            probs = torch.where(keeps[:, None, :, None], probs, 0.0)
-    return output, (probs if output_attentions else None)
+        output = torch.where(attention_mask.query_keeps[:, :, None, None], output, 0.0)
+    return output, None
 
 
 class MultiHeadAttention(nn.Module):
@@ -340,8 +410,7 @@ class MultiHeadAttention(nn.Module):
         return hasattr(self, "qkv_proj")
 
     def current_implementation(self) -> str:
-        config_implementation = getattr(self.config, "_attn_implementation", None)
-        return config_implementation or self.attn_implementation
+        return current_implementation(self)
 
     def _project(self, hidden_states, key_value_states, value_states):
         if self.fused_qkv:
@@ -379,14 +448,13 @@ class MultiHeadAttention(nn.Module):
             is_self = key_value_states is None and value_states is None
             mask = build_attention_mask(
                 self.current_implementation(),
-                batch_size=query.shape[0],
-                query_length=query.shape[2],
-                key_length=key.shape[2],
+                hidden_states,
+                hidden_states if key_value_states is None else key_value_states,
                 key_padding_mask=attention_mask,
                 query_padding_mask=attention_mask if is_self else None,
                 is_causal=self.is_causal,
-                device=query.device,
             )
+        key, value, mask = self.transform_keys_values(key, value, mask)
         output, probs = dot_product_attention(
             self,
             query,
@@ -405,12 +473,26 @@ class MultiHeadAttention(nn.Module):
             output = torch.where(mask.query_keeps[:, :, None], output, 0.0)
         return output, probs
 
+    def transform_keys_values(
+        self, key: torch.Tensor, value: torch.Tensor, mask: AttentionMask | None
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMask | None]:
+        """Hook between the head split and the attention kernel: (batch, heads, key_length, head_dim) keys and
+        values and their mask in, the ones to attend to out. Identity here; Linformer projects them along the
+        sequence to k rows."""
+        return key, value, mask
+
     def _check_inputs(self, hidden_states, key_value_states, value_states) -> None:
         expected = self.qkv_proj.in_features if self.fused_qkv else self.q_proj.in_features
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != expected:
             raise ValueError(
                 f"Expected hidden_states of shape (batch, length, {expected}), got {tuple(hidden_states.shape)}."
             )
+        for name, states in (("hidden_states", hidden_states), ("key_value_states", key_value_states)):
+            if states is None:
+                continue
+            check_float_input(name, states, "(batch, length, width)")
+            if states.shape[1] == 0:
+                raise ValueError(f"`{name}` is an empty sequence (length 0); attention needs at least one token.")
         if self.fused_qkv:
             return
         keys = hidden_states if key_value_states is None else key_value_states
@@ -428,19 +510,3 @@ class MultiHeadAttention(nn.Module):
                 )
             if states.shape[-1] != width:
                 raise ValueError(f"{name} have width {states.shape[-1]}, expected {width_name}={width}.")
-
-
-def check_attention_shape(hidden_size: int, num_heads: int, head_dim: int | None = None) -> None:
-    """Raise when `hidden_size` cannot be split into `num_heads` heads (unless `head_dim` is explicit)."""
-    if hidden_size <= 0 or num_heads <= 0:
-        raise ValueError(f"hidden size and number of heads must be positive, got {hidden_size} and {num_heads}.")
-    if head_dim is None and hidden_size % num_heads != 0:
-        raise ValueError(
-            f"The hidden size ({hidden_size}) is not a multiple of the number of attention heads ({num_heads})."
-        )
-
-
-def check_probability(name: str, value: float) -> None:
-    """Raise unless `value` is a probability that dropout can use: 0 <= value < 1."""
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"`{name}` must be in [0, 1), got {value}.")

@@ -1,13 +1,13 @@
 """Additive (Bahdanau) attention configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_probability
+from .checks import check_probability
+from .configuration_base import HFAttentionConfig
 
 
 @strict
-class AdditiveAttentionConfig(PreTrainedConfig):
+class AdditiveAttentionConfig(HFAttentionConfig):
     r"""
     Configuration of [`AdditiveAttentionModel`]: additive attention (Bahdanau et al., 2015), whose score of a query
     q and a key k is w_v^T tanh(W_q q + W_k k), a one-hidden-layer MLP on the pair. Unlike dot-product attention the
@@ -22,8 +22,9 @@ class AdditiveAttentionConfig(PreTrainedConfig):
             Hidden units h of the scoring MLP: W_q is (h, query_size), W_k is (h, key_size), w_v has h entries.
         attention_dropout (`float`, defaults to 0.0):
             Dropout on the attention weights, applied in training only, in [0, 1).
-        use_bias (`bool`, defaults to `False`):
-            Whether W_q and W_k have a bias (the seed's formula has none).
+        qkv_bias (`bool`, defaults to `False`):
+            Whether W_q and W_k have a bias (the seed's formula has none); additive attention has no value projection.
+            Named as in every other family; `use_bias`, its old name, still loads.
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialisation of W_q, W_k and w_v.
 
@@ -36,12 +37,13 @@ class AdditiveAttentionConfig(PreTrainedConfig):
     """
 
     model_type = "hf_attention_additive"
+    attribute_map = {"use_bias": "qkv_bias"}  # the field's name before issue 8: old config.json files still load
 
     query_size: int = 256
     key_size: int = 256
     hidden_size: int = 256
     attention_dropout: float | int = 0.0
-    use_bias: bool = False
+    qkv_bias: bool = False
     initializer_range: float = 0.02
 
     @classmethod

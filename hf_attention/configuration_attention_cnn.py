@@ -1,10 +1,11 @@
 """Configuration of the attention CNN: a small ResNet whose stages end with one feature-map attention block."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_probability
-from .configuration_feature_attention import NON_LOCAL_PAIRWISE_FUNCTIONS
+from .checks import check_choice, check_positive, check_probability
+from .configuration_base import HFAttentionConfig
+from .configuration_dual_attention import dual_attention_inner_channels
+from .configuration_non_local import NON_LOCAL_PAIRWISE_FUNCTIONS
 
 ATTENTION_CNN_TYPES = (
     "none",
@@ -19,7 +20,7 @@ ATTENTION_CNN_TYPES = (
 
 
 @strict
-class AttentionCNNConfig(PreTrainedConfig):
+class AttentionCNNConfig(HFAttentionConfig):
     r"""
     Configuration of [`AttentionCNNModel`] and [`AttentionCNNForImageClassification`]: a stem (3x3 convolution), then
     stages of ResNet basic blocks (the first stage at full resolution, every later one halving it), each stage
@@ -39,7 +40,8 @@ class AttentionCNNConfig(PreTrainedConfig):
         attention_stages (`list[int]`, *optional*):
             Indices of the stages followed by an attention block; all stages when unset.
         reduction (`int`, defaults to 8):
-            Channel reduction of the SE bottleneck and of the DANet / criss-cross queries and keys.
+            Channel reduction of the SE bottleneck and of the DANet / criss-cross queries and keys; at most the
+            channels it divides (the narrowest stage, or its DANet inner width, max(1, width // 4)).
         recurrence (`int`, defaults to 2):
             Criss-cross recurrences.
         pairwise_function (`str`, defaults to `"embedded_gaussian"`):
@@ -77,7 +79,8 @@ class AttentionCNNConfig(PreTrainedConfig):
     @classmethod
     def tiny(cls, **overrides) -> "AttentionCNNConfig":
         """A configuration of a few thousand parameters for tests and demos (every REGISTRY config has one)."""
-        settings = {"hidden_sizes": [4, 8], "depths": [1, 1], "attention_type": "squeeze_excitation", "reduction": 2}
+        # non-local blocks: the contract tests then check real attention maps and backend switching
+        settings = {"hidden_sizes": [4, 8], "depths": [1, 1], "attention_type": "non_local", "reduction": 2}
         return cls(**{**settings, "num_labels": 3, **overrides})
 
     def validate_architecture(self):
@@ -88,16 +91,11 @@ class AttentionCNNConfig(PreTrainedConfig):
                 f"got {list(self.hidden_sizes)} and {list(self.depths)}."
             )
         for name in ("num_channels", "reduction", "recurrence", "mask_depth"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+            check_positive(name, getattr(self, name))
         if min(self.hidden_sizes) <= 0 or min(self.depths) <= 0:
             raise ValueError(f"Stage widths and depths must be positive, got {self.hidden_sizes} and {self.depths}.")
-        if self.attention_type not in ATTENTION_CNN_TYPES:
-            raise ValueError(f"`attention_type` must be one of {ATTENTION_CNN_TYPES}, got {self.attention_type!r}.")
-        if self.pairwise_function not in NON_LOCAL_PAIRWISE_FUNCTIONS:
-            raise ValueError(
-                f"`pairwise_function` must be one of {NON_LOCAL_PAIRWISE_FUNCTIONS}, got {self.pairwise_function!r}."
-            )
+        check_choice("attention_type", self.attention_type, ATTENTION_CNN_TYPES)
+        check_choice("pairwise_function", self.pairwise_function, NON_LOCAL_PAIRWISE_FUNCTIONS)
         stages = range(len(self.hidden_sizes))
         if self.attention_stages is not None and any(stage not in stages for stage in self.attention_stages):
             raise ValueError(
@@ -107,6 +105,21 @@ class AttentionCNNConfig(PreTrainedConfig):
         if self.attention_type == "compressai" and min(self.hidden_sizes) < 2:
             raise ValueError("The compressai block needs stages at least 2 channels wide.")
         check_probability("hidden_dropout_prob", self.hidden_dropout_prob)
+        self._check_reduction()
+
+    def _check_reduction(self) -> None:
+        """The blocks that divide channels by `reduction` need at least `reduction` channels to divide."""
+        stages = [stage for stage in range(len(self.hidden_sizes)) if self.stage_has_attention(stage)]
+        widths = [self.hidden_sizes[stage] for stage in stages]
+        if self.attention_type == "dual_attention":
+            widths = [dual_attention_inner_channels(width, None) for width in widths]
+        elif self.attention_type not in ("squeeze_excitation", "criss_cross"):
+            return
+        if widths and self.reduction > min(widths):
+            raise ValueError(
+                f"`reduction` ({self.reduction}) is larger than the {min(widths)} channels the narrowest "
+                f"{self.attention_type} block divides; use at most {min(widths)} or wider stages."
+            )
 
     def stage_has_attention(self, stage: int) -> bool:
         if self.attention_type == "none":

@@ -1,14 +1,13 @@
 """Configuration of a stack of CLIP residual attention blocks."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
 
-from .attention import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability
+from .configuration_base import HFAttentionConfig
 
 
 @strict
-class CLIPResidualTransformerConfig(PreTrainedConfig):
+class CLIPResidualTransformerConfig(HFAttentionConfig):
     r"""
     Configuration of [`CLIPResidualTransformerModel`]: the transformer of CLIP (Radford et al., 2021), a stack of
     pre-norm residual attention blocks x + attn(ln_1(x)), then x + mlp(ln_2(x)) with a QuickGELU MLP. CLIP's text
@@ -69,8 +68,6 @@ class CLIPResidualTransformerConfig(PreTrainedConfig):
         for name in ("num_hidden_layers", "intermediate_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        if self.hidden_act not in ACT2FN:
-            raise ValueError(f"`hidden_act` must be a key of transformers' ACT2FN, got {self.hidden_act!r}.")
 
 
 __all__ = ["CLIPResidualTransformerConfig"]

@@ -1,14 +1,13 @@
 """Configuration of the DETR transformer: encoder over image features, decoder over learned object queries."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
-from transformers.activations import ACT2FN
 
-from .attention import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability
+from .configuration_base import HFAttentionConfig
 
 
 @strict
-class DETRTransformerConfig(PreTrainedConfig):
+class DETRTransformerConfig(HFAttentionConfig):
     r"""
     Configuration of [`DETRTransformerModel`]: the encoder-decoder transformer of DETR (Carion et al., 2020). The
     encoder attends over the pixels of a backbone feature map, with 2-D sine position embeddings added to queries
@@ -36,8 +35,9 @@ class DETRTransformerConfig(PreTrainedConfig):
             Dropout on the attention weights, in [0, 1).
         activation_dropout (`float`, defaults to 0.1):
             Dropout after the activation inside the feed-forward networks, in [0, 1).
-        activation_function (`str`, defaults to `"relu"`):
-            Activation of the feed-forward networks, any key of `transformers.activations.ACT2FN`.
+        hidden_act (`str`, defaults to `"relu"`):
+            Activation of the feed-forward networks, any key of `transformers.activations.ACT2FN`. Named as in every
+            other family; `activation_function` (transformers' `DetrConfig` name, and ours before) still works.
         normalize_before (`bool`, defaults to `False`):
             Pre-norm layers, x + f(norm(x)), with a final norm after the encoder, instead of DETR's post-norm
             layers, norm(x + f(x)).
@@ -47,6 +47,8 @@ class DETRTransformerConfig(PreTrainedConfig):
             Temperature of the sine position embeddings.
         layer_norm_eps (`float`, defaults to 1e-5):
             Epsilon of the layer norms.
+        is_encoder_decoder (`bool`, defaults to `True`):
+            An encoder over the image and a decoder over the object queries, as transformers' `DetrConfig` declares.
 
     Example:
 
@@ -59,6 +61,7 @@ class DETRTransformerConfig(PreTrainedConfig):
     """
 
     model_type = "hf_attention_detr_transformer"
+    attribute_map = {"activation_function": "hidden_act"}  # DetrConfig's name, and this field's before issue 8
 
     num_channels: int = 2048
     hidden_size: int = 256
@@ -70,11 +73,12 @@ class DETRTransformerConfig(PreTrainedConfig):
     dropout: float | int = 0.1
     attention_dropout: float | int = 0.1
     activation_dropout: float | int = 0.1
-    activation_function: str = "relu"
+    hidden_act: str = "relu"
     normalize_before: bool = False
     return_intermediate: bool = True
     position_temperature: float | int = 10000.0
     layer_norm_eps: float = 1e-5
+    is_encoder_decoder: bool = True
 
     @classmethod
     def tiny(cls, **overrides) -> "DETRTransformerConfig":
@@ -95,10 +99,6 @@ class DETRTransformerConfig(PreTrainedConfig):
         if self.hidden_size % 4:
             raise ValueError(
                 f"`hidden_size` must be a multiple of 4 for the 2-D sine position embeddings, got {self.hidden_size}."
-            )
-        if self.activation_function not in ACT2FN:
-            raise ValueError(
-                f"`activation_function` must be a key of transformers' ACT2FN, got {self.activation_function!r}."
             )
 
 

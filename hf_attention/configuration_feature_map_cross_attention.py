@@ -1,13 +1,13 @@
 """Configuration of cross-attention from an image feature map to a token context."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability
+from .configuration_base import HFAttentionConfig
 
 
 @strict
-class FeatureMapCrossAttentionConfig(PreTrainedConfig):
+class FeatureMapCrossAttentionConfig(HFAttentionConfig):
     r"""
     Configuration of [`FeatureMapCrossAttentionModel`]: every pixel of a (batch, channels, height, width) feature
     map becomes a query (1x1 conv to `hidden_size`), the tokens of a context (e.g. a caption's embeddings) give the

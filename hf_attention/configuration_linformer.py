@@ -1,9 +1,9 @@
 """Linformer self-attention configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability
+from .configuration_base import HFAttentionConfig
 
 PROJECTION_SHARING = ("none", "headwise", "key_value")
 
@@ -20,7 +20,7 @@ def check_linformer(max_sequence_length: int, projected_length: int, sharing: st
 
 
 @strict
-class LinformerConfig(PreTrainedConfig):
+class LinformerConfig(HFAttentionConfig):
     r"""
     Configuration of [`LinformerSelfAttentionModel`]: one Linformer self-attention layer (Wang et al., 2020). Keys
     and values are projected along the sequence, from n tokens to k, before the softmax, so attention costs

@@ -1,13 +1,13 @@
 """Multi-head (and single-head) scaled dot-product attention configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability
+from .configuration_base import HFAttentionConfig
 
 
 @strict
-class MultiHeadAttentionConfig(PreTrainedConfig):
+class MultiHeadAttentionConfig(HFAttentionConfig):
     r"""
     Configuration of [`MultiHeadAttentionModel`]: one multi-head scaled dot-product attention layer (Vaswani et al.,
     2017) with query/key/value projections and an output projection. `num_attention_heads=1` is single-head

@@ -1,11 +1,12 @@
 """Nadaraya-Watson kernel regression (attention pooling with a Gaussian kernel) configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+
+from .configuration_base import HFAttentionConfig
 
 
 @strict
-class NadarayaWatsonConfig(PreTrainedConfig):
+class NadarayaWatsonConfig(HFAttentionConfig):
     r"""
     Configuration of [`NadarayaWatsonModel`]: Nadaraya-Watson kernel regression (Nadaraya, 1964; Watson, 1964) read
     as attention pooling. A query x averages the values y_i of the key-value pairs (x_i, y_i) with the weights

@@ -1,15 +1,15 @@
 """Configuration of the recurrent encoder-decoder with additive attention (Bahdanau et al., 2015)."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_probability
+from .checks import check_probability
+from .configuration_base import HFAttentionConfig
 
 CONTEXT_TYPES = ("additive", "fixed")
 
 
 @strict
-class RecurrentSeq2SeqConfig(PreTrainedConfig):
+class RecurrentSeq2SeqConfig(HFAttentionConfig):
     r"""
     Configuration of [`RecurrentSeq2SeqModel`] and [`RecurrentSeq2SeqForConditionalGeneration`]: a bidirectional GRU
     encoder and a GRU decoder. With `context="additive"` the decoder reads a new context at every step, an additive
@@ -84,10 +84,9 @@ class RecurrentSeq2SeqConfig(PreTrainedConfig):
             check_probability(name, getattr(self, name))
         if self.context not in CONTEXT_TYPES:
             raise ValueError(f"`context` must be one of {CONTEXT_TYPES}, got {self.context!r}.")
-        for name in ("pad_token_id", "bos_token_id", "decoder_start_token_id"):
-            token = getattr(self, name)
-            if token is not None and not 0 <= token < self.vocab_size:
-                raise ValueError(f"`{name}` must be a token id in [0, {self.vocab_size}), got {token}.")
+        # the base checks every single `*_token_id`; generation also takes a list of end tokens
+        if isinstance(self.eos_token_id, list) and not all(0 <= token < self.vocab_size for token in self.eos_token_id):
+            raise ValueError(f"`eos_token_id` must be token ids in [0, {self.vocab_size}), got {self.eos_token_id}.")
 
 
 __all__ = ["RecurrentSeq2SeqConfig"]

@@ -1,9 +1,9 @@
 """Vision Transformer configuration."""
 
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
 
-from .attention import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability
+from .configuration_base import HFAttentionConfig
 from .configuration_linformer import check_linformer
 
 POOLING_TYPES = ("cls", "mean")
@@ -20,7 +20,7 @@ def as_pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
 
 
 @strict
-class VisionTransformerConfig(PreTrainedConfig):
+class VisionTransformerConfig(HFAttentionConfig):
     r"""
     Configuration of [`VisionTransformerModel`] and [`VisionTransformerForImageClassification`]: a pre-norm
     Vision Transformer (Dosovitskiy et al., 2020). The defaults build ViT-B/16 at 224x224.

@@ -17,12 +17,16 @@ from transformers import PreTrainedModel, ViTForImageClassification, ViTModel
 from transformers.models.clip.configuration_clip import CLIPTextConfig
 from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPEncoderLayer
 from transformers.models.detr.modeling_detr import DetrDecoderLayer, DetrEncoderLayer, DetrModel
+from transformers.models.x_clip.configuration_x_clip import XCLIPTextConfig
+from transformers.models.x_clip.modeling_x_clip import XCLIPModel, XCLIPVisionModel
 
 from .configuration_clip_residual import CLIPResidualTransformerConfig
 from .configuration_detr_transformer import DETRTransformerConfig
+from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .modeling_detr_transformer import DETRTransformerDecoderLayer, DETRTransformerEncoderLayer, DETRTransformerModel
+from .modeling_video import VideoTextTransformerModel, VideoTransformerModel
 from .modeling_vit import VisionTransformerForImageClassification, VisionTransformerModel
 
 logger = logging.getLogger(__name__)
@@ -70,6 +74,68 @@ DETR_RENAMES = [
     (r"^decoder\.layernorm\.", "decoder.norm."),
 ]
 DETR_DROPPED = [r"^backbone\."]
+
+# transformers' XCLIPVisionModel name -> our VideoTransformerModel (its layers keep X-CLIP's names)
+XCLIP_VISION_RENAMES = [
+    (r"^(video_model\.)?encoder\.layers\.", r"\1layers."),
+    (r"(^|\.)embeddings\.position_embedding\.weight$", r"\1embeddings.position_embedding"),
+]
+# transformers' XCLIPModel name -> our VideoTextTransformerModel; the CLIP blocks of the text tower and of the MIT
+# take CLIP_RENAMES' names, scoped so that the vision layers' own layer_norm1/self_attn/mlp stay as they are
+XCLIP_BLOCK = r"((?:resblocks|mit\.layers)\.\d+\.)"
+XCLIP_RENAMES = [
+    (r"^vision_model\.", "video_model."),
+    (r"^visual_projection\.", "video_model.visual_projection."),
+    (r"^mit\.encoder\.layers\.", "video_model.mit.layers."),
+    (r"^mit\.position_embedding$", "video_model.mit.position_embedding"),
+    (r"^text_model\.embeddings\.", "text_model."),
+    (r"^text_model\.encoder\.layers\.", "text_model.transformer.resblocks."),
+    (r"^prompts_generator\.decoder\.(\d+)\.mlp\.0\.", r"prompts_generator.layers.\1.mlp.fc1."),
+    (r"^prompts_generator\.decoder\.(\d+)\.mlp\.3\.", r"prompts_generator.layers.\1.mlp.fc2."),
+    (r"^prompts_generator\.decoder\.", "prompts_generator.layers."),
+    (r"\.cross_attn\.proj\.", ".cross_attn.out_proj."),
+    *XCLIP_VISION_RENAMES,
+    (XCLIP_BLOCK + r"layer_norm1\.", r"\1ln_1."),
+    (XCLIP_BLOCK + r"layer_norm2\.", r"\1ln_2."),
+    (XCLIP_BLOCK + r"self_attn\.", r"\1attn."),
+    (XCLIP_BLOCK + r"mlp\.fc1\.", r"\1mlp.c_fc."),
+    (XCLIP_BLOCK + r"mlp\.fc2\.", r"\1mlp.c_proj."),
+]
+# self-attention of the vision layers and of the CLIP blocks, and cross-frame attention, are fused; the prompt
+# generator's cross-attention (keys from the video) is not
+XCLIP_FUSED_QKV = (r"^(.*\.(?:self_attn|message_attn|attn))\.(q|k|v)_proj\.(weight|bias)$", "{prefix}.qkv_proj.{kind}")
+# our VideoTransformerConfig field <- transformers' XCLIPVisionConfig field (same meaning, same name)
+XCLIP_VISION_CONFIG_FIELDS = [
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "num_frames",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "attention_dropout",
+    "drop_path_rate",
+    "initializer_range",
+    "initializer_factor",
+    "mit_intermediate_size",
+    "mit_num_hidden_layers",
+    "mit_num_attention_heads",
+]
+# our VideoTextTransformerConfig field <- transformers' XCLIPConfig field (text ones from its text_config)
+XCLIP_TEXT_CONFIG_FIELDS = ["vocab_size", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id"]
+XCLIP_CONFIG_FIELDS = [
+    "prompt_layers",
+    "prompt_alpha",
+    "prompt_hidden_act",
+    "prompt_num_attention_heads",
+    "prompt_attention_dropout",
+    "prompt_projection_dropout",
+    "logit_scale_init_value",
+    "initializer_factor",
+]
 
 
 def rename_state_dict(
@@ -128,7 +194,7 @@ def _clip_config(source_config) -> CLIPResidualTransformerConfig:
         hidden_act=source_config.hidden_act,
         layer_norm_eps=source_config.layer_norm_eps,
         attention_dropout=source_config.attention_dropout,
-        is_causal=isinstance(source_config, CLIPTextConfig),
+        is_causal=isinstance(source_config, (CLIPTextConfig, XCLIPTextConfig)),
         initializer_range=source_config.initializer_range,
     )
 
@@ -214,6 +280,44 @@ def convert_detr_model(model: DetrModel) -> DETRTransformerModel:
     return _load_converted(DETRTransformerModel, config, state_dict, model.dtype)
 
 
+def _video_config(vision_config, **overrides) -> VideoTransformerConfig:
+    fields = {name: getattr(vision_config, name) for name in XCLIP_VISION_CONFIG_FIELDS}
+    for name in ("image_size", "patch_size"):
+        if not isinstance(fields[name], int):
+            raise ValueError(f"Only square X-CLIP frames and patches convert, got {name}={fields[name]!r}.")
+    return VideoTransformerConfig(temporal_modeling="cross_frame", **fields, **overrides)
+
+
+def convert_xclip_vision(model: XCLIPVisionModel) -> VideoTransformerModel:
+    """X-CLIP's video encoder. `XCLIPVisionModel` holds no projection and no MIT (they live in `XCLIPModel`), so ours
+    gets neither: `frame_embeds` are the post-normed class tokens and the video embedding is their mean."""
+    logger.info(
+        "XCLIPVisionModel has no visual projection and no MIT (XCLIPModel has them): the converted encoder pools "
+        "frames with a plain mean. Convert the XCLIPModel to keep them."
+    )
+    config = _video_config(model.config, projection_dim=None, video_pooling="mean")
+    state_dict = rename_state_dict(model.state_dict(), XCLIP_VISION_RENAMES, XCLIP_FUSED_QKV)
+    return _load_converted(VideoTransformerModel, config, state_dict, model.dtype)
+
+
+def convert_xclip(model: XCLIPModel) -> VideoTextTransformerModel:
+    """The whole X-CLIP video-text model: video encoder, projection, MIT, text tower and prompt generator."""
+    source, vision, text = model.config, model.config.vision_config, model.config.text_config
+    if vision.mit_hidden_size != source.projection_dim:
+        raise ValueError(
+            f"X-CLIP's MIT runs on the projected frame embeddings, so mit_hidden_size ({vision.mit_hidden_size}) "
+            f"must equal projection_dim ({source.projection_dim})."
+        )
+    config = VideoTextTransformerConfig(
+        video_config=_video_config(vision, projection_dim=source.projection_dim, video_pooling="mit"),
+        text_config=_clip_config(text),
+        **{name: getattr(text, name) for name in XCLIP_TEXT_CONFIG_FIELDS},
+        **{name: getattr(source, name) for name in XCLIP_CONFIG_FIELDS},
+    )
+    state_dict = rename_state_dict(model.state_dict(), XCLIP_RENAMES, XCLIP_FUSED_QKV)
+    return _load_converted(VideoTextTransformerModel, config, state_dict, model.dtype)
+
+
 def _load_converted(target_class, config, state_dict, dtype) -> PreTrainedModel:
     return _load_into(target_class(config), state_dict, dtype)
 
@@ -228,6 +332,86 @@ def _load_into(converted: torch.nn.Module, state_dict, dtype) -> torch.nn.Module
     return converted.to(dtype).eval()
 
 
+# --- state dicts of the seeds' own libraries (they need torchvision, so only their weights pass through here) ---
+
+# vit_pytorch.efficient.ViT over linformer.Linformer -> VisionTransformerForImageClassification(attention_type=
+# "linformer", linformer_sharing="headwise", qkv_bias=False, pooling="cls")
+VIT_PYTORCH_LINFORMER_RENAMES = [
+    (r"^to_patch_embedding\.2\.bias$", "vit.embeddings.patch_embeddings.projection.bias"),
+    (r"^cls_token$", "vit.embeddings.cls_token"),
+    (r"^pos_embedding$", "vit.embeddings.position_embeddings"),
+    (r"^transformer\.net\.layers\.(\d+)\.0\.norm\.", r"vit.layers.\1.layernorm_before."),
+    (r"^transformer\.net\.layers\.(\d+)\.0\.fn\.to_(q|k|v)\.", r"vit.layers.\1.attention.\2_proj."),
+    (r"^transformer\.net\.layers\.(\d+)\.0\.fn\.to_out\.", r"vit.layers.\1.attention.out_proj."),
+    (r"^transformer\.net\.layers\.(\d+)\.0\.fn\.proj_k$", r"vit.layers.\1.attention.key_projection"),
+    (r"^transformer\.net\.layers\.(\d+)\.0\.fn\.proj_v$", r"vit.layers.\1.attention.value_projection"),
+    (r"^transformer\.net\.layers\.(\d+)\.1\.norm\.", r"vit.layers.\1.layernorm_after."),
+    (r"^transformer\.net\.layers\.(\d+)\.1\.fn\.w(1|2)\.", r"vit.layers.\1.mlp.fc\2."),
+    (r"^mlp_head\.0\.", "vit.layernorm."),
+    (r"^mlp_head\.1\.", "classifier."),
+]
+
+
+def convert_vit_pytorch_linformer_state_dict(state_dict: dict[str, torch.Tensor], patch_size: int) -> dict:
+    """Weights of the seed's efficient ViT (`vit_pytorch.efficient.ViT(transformer=linformer.Linformer(...))`,
+    per-layer E and F shared by the heads) under our Linformer ViT's names.
+
+    Its patch embedding is a linear map of (p1 p2 c)-ordered patches, ours a strided convolution: the same map
+    with the weight reshaped. Recent vit-pytorch releases put a LayerNorm before and after that linear map, which our
+    ViT (and the paper) do not have: such checkpoints are refused rather than converted into something else.
+    """
+    if "to_patch_embedding.1.weight" in state_dict or "to_patch_embedding.3.weight" in state_dict:
+        raise ValueError(
+            "This vit_pytorch ViT normalises its patches (LayerNorm in to_patch_embedding), which our ViT does not; "
+            "only the plain linear patch embedding converts (replace to_patch_embedding[1] and [3] by nn.Identity)."
+        )
+    linear = state_dict["to_patch_embedding.2.weight"]
+    converted = {"vit.embeddings.patch_embeddings.projection.weight": _patches_linear_to_conv(linear, patch_size)}
+    for name, tensor in state_dict.items():
+        if name == "to_patch_embedding.2.weight":
+            continue
+        new_name = name
+        for pattern, replacement in VIT_PYTORCH_LINFORMER_RENAMES:
+            new_name = re.sub(pattern, replacement, new_name)
+        if new_name == name:
+            raise ValueError(f"No counterpart for vit_pytorch weight {name!r} in our Linformer ViT.")
+        # the package's (n, k) projection is shared by all heads: ours holds it as (1, n, k)
+        converted[new_name] = tensor[None] if name.endswith(("proj_k", "proj_v")) else tensor
+    return converted
+
+
+def _patches_linear_to_conv(weight: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(dim, p1 * p2 * c) weight of a linear map on 'b c (h p1) (w p2) -> b (h w) (p1 p2 c)' patches -> the
+    (dim, c, p1, p2) weight of the equivalent stride-p convolution."""
+    dim, patch_dim = weight.shape
+    channels = patch_dim // (patch_size * patch_size)
+    return weight.reshape(dim, patch_size, patch_size, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def convert_timm_squeeze_excite_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's `SqueezeExcite` (`SEModule`: 1x1 convolutions fc1, fc2) -> our `SqueezeExcitation` (linear fc1, fc2):
+    a 1x1 convolution of a 1x1 map is the linear map with the same (out, in) weight."""
+    if any(name.startswith("bn.") for name in state_dict):
+        raise ValueError("timm SEModule with a norm_layer between fc1 and fc2 has no counterpart in SqueezeExcitation.")
+    return {name: tensor.flatten(1) if name.endswith("weight") else tensor for name, tensor in state_dict.items()}
+
+
+TIMM_NON_LOCAL_RENAMES = {"t": "theta", "p": "phi", "g": "g", "z": "output", "norm": "output_norm"}
+
+
+def convert_timm_non_local_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm's `NonLocalAttn` (t, p, g, z, norm) -> our embedded-Gaussian `NonLocalBlock` (theta, phi, g, output,
+    output_norm). The maths agree for `use_scale=False`; timm's default `use_scale=True` also multiplies the scores
+    by in_channels ** -0.5, which the paper (and our block) does not."""
+    converted = {}
+    for name, tensor in state_dict.items():
+        module, _, rest = name.partition(".")
+        if module not in TIMM_NON_LOCAL_RENAMES:
+            raise ValueError(f"No counterpart for timm NonLocalAttn weight {name!r} in NonLocalBlock.")
+        converted[f"{TIMM_NON_LOCAL_RENAMES[module]}.{rest}"] = tensor
+    return converted
+
+
 CONVERTERS: dict[type, Callable[[torch.nn.Module], torch.nn.Module]] = {
     ViTModel: convert_vit,
     ViTForImageClassification: convert_vit,
@@ -236,6 +420,8 @@ CONVERTERS: dict[type, Callable[[torch.nn.Module], torch.nn.Module]] = {
     DetrEncoderLayer: convert_detr_layer,
     DetrDecoderLayer: convert_detr_layer,
     DetrModel: convert_detr_model,
+    XCLIPVisionModel: convert_xclip_vision,
+    XCLIPModel: convert_xclip,
 }
 
 
@@ -246,8 +432,9 @@ def from_transformers(model: torch.nn.Module) -> torch.nn.Module:
     `VisionTransformerForImageClassification`, `CLIPEncoder` -> `CLIPResidualTransformerModel` (causal when
     it is a text encoder), and single layers into our layer modules: `CLIPEncoderLayer` ->
     `CLIPResidualAttentionBlock`, `DetrEncoderLayer` / `DetrDecoderLayer` -> `DETRTransformerEncoderLayer` /
-    `DETRTransformerDecoderLayer`, and `DetrModel` -> `DETRTransformerModel` (its transformer, without the CNN
-    backbone).
+    `DETRTransformerDecoderLayer`, `DetrModel` -> `DETRTransformerModel` (its transformer, without the CNN
+    backbone), `XCLIPVisionModel` -> `VideoTransformerModel` (frames pooled by their mean: it has no MIT) and
+    `XCLIPModel` -> `VideoTextTransformerModel`.
     """
     converter = CONVERTERS.get(type(model))
     if converter is None:

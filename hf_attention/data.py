@@ -90,8 +90,13 @@ def _standardise_columns(dataset: DatasetDict) -> DatasetDict:
 
 def load_external(name_or_path: str, test_size: float = 0.2, seed: int = 0) -> DatasetDict:
     """A local image folder or a Hub dataset id through `datasets`; a test split is carved out when missing."""
-    if Path(name_or_path).is_dir():
-        dataset = load_dataset("imagefolder", data_dir=name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        dataset = load_dataset("imagefolder", data_dir=str(path))
+    elif path.exists():
+        raise ValueError(f"--dataset {name_or_path} is a file; expected an image folder (one sub-folder per class).")
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise FileNotFoundError(f"--dataset {name_or_path}: no such folder.")
     else:
         dataset = load_dataset(name_or_path)
     if "test" not in dataset:
@@ -101,7 +106,14 @@ def load_external(name_or_path: str, test_size: float = 0.2, seed: int = 0) -> D
             if held_out
             else dataset["train"].train_test_split(test_size=test_size, seed=seed)
         )
-    return _standardise_columns(DatasetDict(train=dataset["train"], test=dataset["test"]))
+    dataset = _standardise_columns(DatasetDict(train=dataset["train"], test=dataset["test"]))
+    class_names = dataset["train"].features["label"].names
+    if len(class_names) < 2:
+        raise ValueError(
+            f"--dataset {name_or_path} has {len(class_names)} class ({class_names}); a classifier needs at least two "
+            "(an image folder needs one sub-folder per class)."
+        )
+    return dataset
 
 
 def load_image_dataset(name: str, data_dir: str | None = None, seed: int = 0) -> DatasetDict:

@@ -5,14 +5,18 @@ h -> every query/key pair summed and squashed by tanh (batch, queries, keys, h) 
 masked softmax over the keys that are not padding -> dropout -> weighted average of the values.
 """
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import check_probability, masked_softmax
+from .attention import masked_softmax, pool_values, score_keep_mask, validate_padding_mask
+from .checks import check_float_input, check_probability
 from .configuration_additive import AdditiveAttentionConfig
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class AdditiveAttention(nn.Module):
@@ -25,7 +29,8 @@ class AdditiveAttention(nn.Module):
         dropout: dropout probability on the attention weights, in [0, 1).
         bias: whether W_q and W_k have a bias.
 
-    Forward returns (output, attention weights or None); the output has the values' width.
+    Forward returns (output, attention weights (batch, 1, queries, keys) or None); the output has the values'
+    width. Scores and the softmax run in float32 whatever the input dtype; the weights come back in the values' dtype.
     """
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False):
@@ -49,18 +54,20 @@ class AdditiveAttention(nn.Module):
 
         `values` (batch, k_len, value_dim) default to the keys. `attention_mask` is a key padding mask
         (batch, k_len), or (batch, q_len, k_len) per query, with 1/True for keys to keep; a query with no key
-        to keep outputs zeros. Weights are (batch, q_len, k_len).
+        to keep outputs zeros. Weights are (batch, 1, q_len, k_len): one head.
         """
         values = keys if values is None else values
         self._check_inputs(queries, keys, values)
-        if attention_mask is not None and attention_mask.dim() == 2:
-            attention_mask = attention_mask[:, None, :]
-        # (b, q, 1, h) + (b, 1, k, h): the MLP sees every query/key pair without materialising the concatenation
-        features = torch.tanh(self.query_proj(queries)[:, :, None, :] + self.key_proj(keys)[:, None, :, :])
-        scores = self.score_proj(features).squeeze(-1)
-        weights = masked_softmax(scores, attention_mask)
-        output = torch.matmul(self.dropout(weights), values)
-        return output, (weights if output_attentions else None)
+        keep = score_keep_mask(attention_mask, queries.shape[0], queries.shape[1], keys.shape[1])
+        # (b, q, 1, h) + (b, 1, k, h): the MLP sees every query/key pair without materialising the concatenation;
+        # in float32, so that large float16 inputs cannot overflow before the tanh
+        features = torch.tanh(
+            float32_linear(self.query_proj, queries)[:, :, None] + float32_linear(self.key_proj, keys)[:, None]
+        )
+        scores = float32_linear(self.score_proj, features)[..., 0][:, None]
+        probs = masked_softmax(scores, keep).to(values.dtype)
+        output = pool_values(self.dropout(probs), values, keep)
+        return output, (probs if output_attentions else None)
 
     def _check_inputs(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
         query_dim, key_dim = self.query_proj.in_features, self.key_proj.in_features
@@ -75,6 +82,15 @@ class AdditiveAttention(nn.Module):
                 f"Expected values of shape (batch, key_length) = {tuple(keys.shape[:2])} + (width,), "
                 f"got {tuple(values.shape)}."
             )
+        for name, tensor in (("queries", queries), ("keys", keys), ("values", values)):
+            check_float_input(name, tensor, "(batch, length, width)")
+            if tensor.shape[1] == 0:
+                raise ValueError(f"`{name}` is an empty sequence (length 0); attention needs at least one.")
+
+
+def float32_linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
+    bias = None if layer.bias is None else layer.bias.float()
+    return nn.functional.linear(inputs.float(), layer.weight.float(), bias)
 
 
 class AdditiveAttentionPreTrainedModel(HFAttentionPreTrainedModel):
@@ -90,7 +106,8 @@ class AdditiveAttentionPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = False
     _can_compile_fullgraph = True
-    _can_record_outputs = {"attentions": AdditiveAttention}
+    # one layer: hidden states are the queries and the output; attentions (batch, 1, queries, keys)
+    _can_record_outputs = {"hidden_states": AdditiveAttention, "attentions": AdditiveAttention}
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -104,7 +121,7 @@ class AdditiveAttentionPreTrainedModel(HFAttentionPreTrainedModel):
 
 
 class AdditiveAttentionModel(AdditiveAttentionPreTrainedModel):
-    """One additive attention layer; `attentions` holds its (batch, query_length, key_length) weights."""
+    """One additive attention layer; `attentions` holds its (batch, 1, query_length, key_length) weights."""
 
     def __init__(self, config: AdditiveAttentionConfig):
         super().__init__(config)
@@ -113,7 +130,7 @@ class AdditiveAttentionModel(AdditiveAttentionPreTrainedModel):
             config.key_size,
             config.hidden_size,
             dropout=config.attention_dropout,
-            bias=config.use_bias,
+            bias=config.qkv_bias,
         )
         self.post_init()
 
@@ -123,7 +140,7 @@ class AdditiveAttentionModel(AdditiveAttentionPreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         inputs_embeds (`torch.Tensor` of shape `(batch_size, query_length, query_size)`):
@@ -133,14 +150,16 @@ class AdditiveAttentionModel(AdditiveAttentionPreTrainedModel):
         encoder_attention_mask (`torch.Tensor` of shape `(batch_size, key_length)`, *optional*):
             1 for keys to keep, 0 for padding (the "valid lengths"). A query with no key to keep outputs zeros.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         if inputs_embeds is None or encoder_hidden_states is None:
             raise ValueError(
                 "inputs_embeds (the queries) and encoder_hidden_states (the keys and values) are both required."
             )
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
-        output, _ = self.attention(
-            inputs_embeds, encoder_hidden_states, attention_mask=encoder_attention_mask, **kwargs
-        )
+        if encoder_attention_mask is not None and encoder_hidden_states.dim() == 3:
+            encoder_attention_mask = validate_padding_mask(
+                encoder_attention_mask, *encoder_hidden_states.shape[:2], "encoder_attention_mask"
+            )
+        output, _ = self.attention(inputs_embeds, encoder_hidden_states, None, encoder_attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=output)
 
 

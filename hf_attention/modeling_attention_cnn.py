@@ -2,43 +2,51 @@
 
 Data flow: pixels -> stem (conv3x3, BN, ReLU) -> stages (basic residual blocks, then the attention block) ->
 global average pooling -> dropout -> linear classifier. Swapping `attention_type` changes nothing else, so the
-blocks of `modeling_feature_attention` can be compared on equal footing.
+blocks of `create_feature_attention` can be compared on equal footing.
+
+Outputs: `hidden_states` are the stem output then each stage's output (num_stages + 1 maps). `attentions` are the
+maps of the blocks that compute them, in the order they ran: non-local (batch, 1, h * w, keys), DANet position
+(batch, 1, h * w, h * w), criss-cross (batch, 1, h * w, h + w) per pass; DANet's channel maps come as
+`channel_attentions` (batch, 1, c, c). SE, STN, residual attention and CompressAI blocks return no maps.
 """
+
+import inspect
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import BaseModelOutputWithPoolingAndNoAttention, ImageClassifierOutputWithNoAttention
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
+from .checks import check_pixel_values
 from .configuration_attention_cnn import AttentionCNNConfig
-from .modeling_feature_attention import (
+from .feature_attention import create_feature_attention
+from .feature_map_layers import (
+    AttentionMap,
     BasicResidualBlock,
-    CompressAIAttentionBlock,
-    CrissCrossAttention,
-    DualAttention,
-    NonLocalBlock,
-    ResidualAttentionModule,
-    SpatialTransformer,
-    SqueezeExcitation,
     conv_bn_relu,
-    init_feature_attention_weights,
+    drop_recording_flags,
+    init_feature_map_weights,
+    recorded_with_attentions,
 )
-from .pretrained import HFAttentionPreTrainedModel
+from .modeling_dual_attention import ChannelAttentionMap
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
-def build_attention_block(config: AttentionCNNConfig, channels: int) -> nn.Module:
-    """The `config.attention_type` block for a feature map of `channels` channels."""
-    builders = {
-        "squeeze_excitation": lambda: SqueezeExcitation(channels, config.reduction),
-        "spatial_transformer": lambda: SpatialTransformer(channels),
-        "residual_attention": lambda: ResidualAttentionModule(channels, mask_depth=config.mask_depth),
-        "dual_attention": lambda: DualAttention(channels, reduction=config.reduction, config=config),
-        "non_local": lambda: NonLocalBlock(channels, pairwise_function=config.pairwise_function, config=config),
-        "criss_cross": lambda: CrissCrossAttention(channels, config.reduction, config.recurrence),
-        "compressai": lambda: CompressAIAttentionBlock(channels),
-    }
-    return builders[config.attention_type]()
+def attention_block_options(config: AttentionCNNConfig) -> dict:
+    """The constructor arguments `config` sets for its `attention_type` block."""
+    return {
+        "squeeze_excitation": {"reduction": config.reduction},
+        "spatial_transformer": {},
+        "residual_attention": {"mask_depth": config.mask_depth},
+        "dual_attention": {"reduction": config.reduction, "config": config},
+        "non_local": {"pairwise_function": config.pairwise_function, "config": config},
+        "criss_cross": {"reduction": config.reduction, "recurrence": config.recurrence},
+        "compressai": {},
+    }[config.attention_type]
 
 
 class AttentionCNNStage(nn.Module):
@@ -50,10 +58,39 @@ class AttentionCNNStage(nn.Module):
         blocks = [BasicResidualBlock(in_channels, channels, stride)]
         blocks += [BasicResidualBlock(channels, channels) for _ in range(config.depths[stage] - 1)]
         self.blocks = nn.Sequential(*blocks)
-        self.attention = build_attention_block(config, channels) if config.stage_has_attention(stage) else nn.Identity()
+        if config.stage_has_attention(stage):
+            options = attention_block_options(config)
+            self.attention = create_feature_attention(config.attention_type, channels, **options)
+        else:
+            self.attention = nn.Identity()
+        # blocks that compute attention maps need to know whether to materialise them (sdpa does not)
+        self.attention_takes_flag = "output_attentions" in inspect.signature(self.attention.forward).parameters
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.attention(self.blocks(hidden_states))
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
+        hidden_states = self.blocks(hidden_states)
+        if self.attention_takes_flag:
+            return self.attention(hidden_states, output_attentions)
+        return self.attention(hidden_states)
+
+
+@dataclass
+class AttentionCNNModelOutput(BaseModelOutputWithPooling):
+    r"""
+    channel_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        DANet's channel attention per block, (batch_size, 1, channels, channels).
+    """
+
+    channel_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class AttentionCNNImageClassifierOutput(ImageClassifierOutput):
+    r"""
+    channel_attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+        DANet's channel attention per block, (batch_size, 1, channels, channels).
+    """
+
+    channel_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class AttentionCNNPreTrainedModel(HFAttentionPreTrainedModel):
@@ -71,7 +108,11 @@ class AttentionCNNPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _can_record_outputs = {"hidden_states": AttentionCNNStage}
+    _can_record_outputs = {
+        "hidden_states": AttentionCNNStage,
+        "attentions": AttentionMap,
+        "channel_attentions": ChannelAttentionMap,
+    }
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -81,7 +122,7 @@ class AttentionCNNPreTrainedModel(HFAttentionPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        init_feature_attention_weights(module, self.config.initializer_range)
+        init_feature_map_weights(module, self.config.initializer_range)
 
 
 class AttentionCNNModel(AttentionCNNPreTrainedModel):
@@ -96,25 +137,23 @@ class AttentionCNNModel(AttentionCNNPreTrainedModel):
         )
         self.post_init()
 
+    @recorded_with_attentions("channel_attentions")
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, pixel_values: torch.Tensor | None = None, **kwargs) -> BaseModelOutputWithPoolingAndNoAttention:
+    def forward(
+        self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> AttentionCNNModelOutput:
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
             Images of any size, e.g. from `ViTImageProcessor`.
         """
-        if pixel_values is None:
-            raise ValueError("pixel_values is required: a (batch, channels, height, width) tensor.")
-        expected = self.config.num_channels
-        if pixel_values.dim() != 4 or pixel_values.shape[1] != expected:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {expected}, height, width), got {tuple(pixel_values.shape)}."
-            )
+        kwargs = resolve_forward_kwargs(self, drop_recording_flags(self, kwargs))
+        check_pixel_values(
+            pixel_values, self.config.num_channels, f"(batch, {self.config.num_channels}, height, width)"
+        )
         hidden_states = self.stem(pixel_values.to(self.stem[0].weight.dtype))
         for stage in self.stages:
-            hidden_states = stage(hidden_states)
-        return BaseModelOutputWithPoolingAndNoAttention(
-            last_hidden_state=hidden_states, pooler_output=hidden_states.mean(dim=(2, 3))
-        )
+            hidden_states = stage(hidden_states, bool(kwargs["output_attentions"]))
+        return AttentionCNNModelOutput(last_hidden_state=hidden_states, pooler_output=hidden_states.mean(dim=(2, 3)))
 
 
 class AttentionCNNForImageClassification(AttentionCNNPreTrainedModel):
@@ -131,8 +170,11 @@ class AttentionCNNForImageClassification(AttentionCNNPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor | None = None, labels: torch.Tensor | None = None, **kwargs
-    ) -> ImageClassifierOutputWithNoAttention:
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> AttentionCNNImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)`, *optional*):
             Class indices (single-label), multi-hot targets (multi-label) or values (regression).
@@ -142,7 +184,19 @@ class AttentionCNNForImageClassification(AttentionCNNPreTrainedModel):
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)
-        return ImageClassifierOutputWithNoAttention(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return AttentionCNNImageClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            channel_attentions=outputs.channel_attentions,
+        )
 
 
-__all__ = ["AttentionCNNForImageClassification", "AttentionCNNModel", "AttentionCNNPreTrainedModel"]
+__all__ = [
+    "AttentionCNNForImageClassification",
+    "AttentionCNNImageClassifierOutput",
+    "AttentionCNNModel",
+    "AttentionCNNModelOutput",
+    "AttentionCNNPreTrainedModel",
+]

@@ -5,16 +5,20 @@ is multi-head self-attention, causal in CLIP's text tower. The stack has no fina
 `ln_final` / `ln_post` outside the transformer, to the token it reads out.
 """
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import AttentionMask, MultiHeadAttention, build_attention_mask
+from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
+from .checks import check_float_input
 from .configuration_clip_residual import CLIPResidualTransformerConfig
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class CLIPResidualMLP(nn.Module):
@@ -127,7 +131,10 @@ class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
 
     @capture_outputs
     def forward(
-        self, inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         inputs_embeds (`torch.Tensor` of shape `(batch_size, length, hidden_size)`):
@@ -135,21 +142,20 @@ class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
         attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
             1 for tokens to keep, 0 for padding. Padded tokens neither give nor take attention.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         if inputs_embeds is None or inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != self.config.hidden_size:
             shape = None if inputs_embeds is None else tuple(inputs_embeds.shape)
             raise ValueError(f"inputs_embeds must have shape (batch, length, {self.config.hidden_size}), got {shape}.")
-        batch_size, length, _ = inputs_embeds.shape
+        check_float_input("inputs_embeds", inputs_embeds, f"(batch, length, {self.config.hidden_size})")
+        if attention_mask is not None:
+            attention_mask = validate_padding_mask(attention_mask, *inputs_embeds.shape[:2], "attention_mask")
         mask = build_attention_mask(
             self.config._attn_implementation,
-            batch_size=batch_size,
-            query_length=length,
-            key_length=length,
+            inputs_embeds,
             key_padding_mask=attention_mask,
             query_padding_mask=attention_mask,
             is_causal=self.config.is_causal,
-            device=inputs_embeds.device,
         )
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         hidden_states = inputs_embeds
         for block in self.resblocks:
             hidden_states = block(hidden_states, attention_mask=mask, **kwargs)

@@ -13,6 +13,7 @@ Layers are post-norm, norm(x + f(x)), as in DETR, or pre-norm, x + f(norm(x)), w
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from einops import rearrange
@@ -21,13 +22,14 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import AttentionMask, MultiHeadAttention, build_attention_mask
+from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
+from .checks import check_float_input
 from .configuration_detr_transformer import DETRTransformerConfig
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 def sine_position_embeddings(pixel_mask: torch.Tensor, hidden_size: int, temperature: float) -> torch.Tensor:
@@ -203,7 +205,7 @@ def layer_arguments(config: DETRTransformerConfig) -> dict:
         dropout=config.dropout,
         attention_dropout=config.attention_dropout,
         activation_dropout=config.activation_dropout,
-        activation=config.activation_function,
+        activation=config.hidden_act,
         normalize_before=config.normalize_before,
         layer_norm_eps=config.layer_norm_eps,
         config=config,
@@ -213,14 +215,7 @@ def layer_arguments(config: DETRTransformerConfig) -> dict:
 def key_padding_mask(config, queries: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None):
     """The `AttentionMask` hiding padded keys, built once for every layer (padded queries are still computed, as in
     DETR: the decoder never reads them)."""
-    return build_attention_mask(
-        config._attn_implementation,
-        batch_size=queries.shape[0],
-        query_length=queries.shape[1],
-        key_length=keys.shape[1],
-        key_padding_mask=mask,
-        device=queries.device,
-    )
+    return build_attention_mask(config._attn_implementation, queries, keys, key_padding_mask=mask)
 
 
 @dataclass
@@ -318,7 +313,7 @@ class DETRTransformerEncoder(DETRTransformerPreTrainedModel):
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_embeddings: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         inputs_embeds (`torch.Tensor` of shape `(batch_size, length, hidden_size)`): the image tokens.
@@ -326,8 +321,8 @@ class DETRTransformerEncoder(DETRTransformerPreTrainedModel):
         position_embeddings (`torch.Tensor` of shape `(batch_size, length, hidden_size)`, *optional*):
             Added to queries and keys of every self-attention.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         mask = key_padding_mask(self.config, inputs_embeds, inputs_embeds, attention_mask)
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         hidden_states = inputs_embeds
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask, position_embeddings, **kwargs)
@@ -361,7 +356,7 @@ class DETRTransformerDecoder(DETRTransformerPreTrainedModel):
         encoder_attention_mask: torch.Tensor | None = None,
         position_embeddings: torch.Tensor | None = None,
         query_position_embeddings: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DETRTransformerDecoderOutput:
         r"""
         inputs_embeds (`torch.Tensor` of shape `(batch_size, num_queries, hidden_size)`): the object queries.
@@ -372,8 +367,8 @@ class DETRTransformerDecoder(DETRTransformerPreTrainedModel):
         query_position_embeddings (`torch.Tensor` of shape `(batch_size, num_queries, hidden_size)`, *optional*):
             Added to the queries of every attention and to the keys of every self-attention.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         memory_mask = key_padding_mask(self.config, inputs_embeds, encoder_hidden_states, encoder_attention_mask)
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         hidden_states, intermediate = inputs_embeds, []
         for layer in self.layers:
             hidden_states = layer(
@@ -405,7 +400,10 @@ class DETRTransformerModel(DETRTransformerPreTrainedModel):
 
     @can_return_tuple
     def forward(
-        self, feature_map: torch.Tensor | None = None, pixel_mask: torch.Tensor | None = None, **kwargs
+        self,
+        feature_map: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DETRTransformerModelOutput:
         r"""
         feature_map (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
@@ -414,6 +412,7 @@ class DETRTransformerModel(DETRTransformerPreTrainedModel):
             1 for real pixels, 0 for padding (images of different sizes padded to one batch), at the feature map's
             resolution. Padded pixels are never attended to and do not shift the position embeddings.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         feature_map, pixel_mask = self._check_inputs(feature_map, pixel_mask)
         tokens = rearrange(self.input_projection(feature_map), "b d h w -> b (h w) d")
         positions = sine_position_embeddings(pixel_mask, self.config.hidden_size, self.config.position_temperature)
@@ -445,15 +444,19 @@ class DETRTransformerModel(DETRTransformerPreTrainedModel):
         if feature_map is None or feature_map.dim() != 4 or feature_map.shape[1] != expected:
             shape = None if feature_map is None else tuple(feature_map.shape)
             raise ValueError(f"feature_map must have shape (batch, {expected}, height, width), got {shape}.")
+        check_float_input("feature_map", feature_map, f"(batch, {expected}, height, width)")
         batch_size, _, height, width = feature_map.shape
+        if height == 0 or width == 0:
+            raise ValueError(f"feature_map holds empty maps ({height}x{width}); expected maps of positive size.")
         if pixel_mask is None:
             return feature_map, feature_map.new_ones(batch_size, height, width, dtype=torch.bool)
-        if tuple(pixel_mask.shape) != (batch_size, height, width) or not ((pixel_mask == 0) | (pixel_mask == 1)).all():
+        if tuple(pixel_mask.shape) != (batch_size, height, width):
             raise ValueError(
                 f"pixel_mask must have the feature map's shape (batch, height, width) = {(batch_size, height, width)} "
                 f"and hold 1 for real pixels, 0 for padding; got shape {tuple(pixel_mask.shape)}."
             )
-        return feature_map, pixel_mask
+        keep = validate_padding_mask(pixel_mask.flatten(1), batch_size, height * width, "pixel_mask")
+        return feature_map, keep.view(batch_size, height, width)
 
 
 __all__ = [

@@ -6,16 +6,18 @@ masked -> back to (batch, hidden_size, height, width) -> 1x1 conv to `channels`.
 """
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from einops import rearrange
 from torch import nn
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import MultiHeadAttention, build_attention_mask
+from .attention import MultiHeadAttention, build_attention_mask, current_implementation, validate_padding_mask
+from .checks import check_float_input
 from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class FeatureMapCrossAttention(nn.Module):
@@ -73,13 +75,10 @@ class FeatureMapCrossAttention(nn.Module):
         self._check_inputs(feature_map, context)
         batch_size, _, height, width = feature_map.shape
         queries = rearrange(self.proj_in(feature_map), "b c h w -> b (h w) c")
+        if context_mask is not None:
+            context_mask = validate_padding_mask(context_mask, *context.shape[:2], "context_mask")
         mask = build_attention_mask(
-            self.attention.current_implementation(),
-            batch_size=batch_size,
-            query_length=height * width,
-            key_length=context.shape[1],
-            key_padding_mask=context_mask,
-            device=feature_map.device,
+            current_implementation(self.attention), queries, context, key_padding_mask=context_mask
         )
         attended, weights = self.attention(
             queries, context, attention_mask=mask, output_attentions=output_attentions, **kwargs
@@ -96,6 +95,9 @@ class FeatureMapCrossAttention(nn.Module):
                 f"Expected a feature map of shape (batch, {self.in_channels}, height, width), "
                 f"got {tuple(feature_map.shape)}."
             )
+        check_float_input("feature_map", feature_map, f"(batch, {self.in_channels}, height, width)")
+        if feature_map.shape[2] == 0 or feature_map.shape[3] == 0:
+            raise ValueError(f"The feature map is empty ({feature_map.shape[2]}x{feature_map.shape[3]} pixels).")
         if context.dim() != 3 or context.shape[0] != feature_map.shape[0]:
             raise ValueError(
                 f"Expected a context of shape (batch={feature_map.shape[0]}, length, width), "
@@ -108,12 +110,15 @@ class FeatureMapCrossAttentionOutput(ModelOutput):
     r"""
     last_hidden_state (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
         The feature map after cross-attention to the context.
+    hidden_states (`tuple(torch.Tensor)`, *optional*, returned when `output_hidden_states=True`):
+        The feature map before and after the cross-attention, each `(batch_size, num_channels, height, width)`.
     attentions (`tuple(torch.Tensor)`, *optional*, returned when `output_attentions=True`):
         One tensor of shape `(batch_size, num_heads, height * width, context_length)`: how much each pixel attends
         to each context token.
     """
 
     last_hidden_state: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
@@ -130,7 +135,7 @@ class FeatureMapCrossAttentionPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _can_record_outputs = {"attentions": MultiHeadAttention}
+    _can_record_outputs = {"hidden_states": FeatureMapCrossAttention, "attentions": MultiHeadAttention}
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -166,7 +171,7 @@ class FeatureMapCrossAttentionModel(FeatureMapCrossAttentionPreTrainedModel):
         feature_map: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> FeatureMapCrossAttentionOutput:
         r"""
         feature_map (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
@@ -176,9 +181,13 @@ class FeatureMapCrossAttentionModel(FeatureMapCrossAttentionPreTrainedModel):
         encoder_attention_mask (`torch.Tensor` of shape `(batch_size, context_length)`, *optional*):
             1 for context tokens to keep, 0 for padding.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         if feature_map is None or encoder_hidden_states is None:
             raise ValueError("feature_map (batch, C, H, W) and encoder_hidden_states (batch, L, D) are both required.")
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
+        if encoder_attention_mask is not None and encoder_hidden_states.dim() == 3:
+            encoder_attention_mask = validate_padding_mask(
+                encoder_attention_mask, *encoder_hidden_states.shape[:2], "encoder_attention_mask"
+            )
         output, _ = self.cross_attention(feature_map, encoder_hidden_states, encoder_attention_mask, **kwargs)
         return FeatureMapCrossAttentionOutput(last_hidden_state=output)
 

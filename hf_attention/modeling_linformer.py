@@ -7,21 +7,26 @@ backend applies -> heads concatenated -> output projection. Cost: O(n k) time an
 """
 
 import math
+from typing import Unpack
 
 import torch
 from einops import rearrange
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import AttentionMask, check_attention_shape, check_probability, dot_product_attention
+from .attention import AttentionMask, MultiHeadAttention, validate_padding_mask
 from .configuration_linformer import LinformerConfig, check_linformer
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
-class LinformerSelfAttention(nn.Module):
+class LinformerSelfAttention(MultiHeadAttention):
     """Multi-head self-attention whose keys and values are projected from n positions to k.
+
+    A `MultiHeadAttention` (same projections, head split, backends, mask handling and input checks) whose
+    `transform_keys_values` hook projects the keys and values along the sequence before the kernel runs.
 
     Args:
         embed_dim: width of the tokens and of the output.
@@ -51,29 +56,17 @@ class LinformerSelfAttention(nn.Module):
         attn_implementation: str = "sdpa",
         config=None,
     ):
-        super().__init__()
-        check_attention_shape(embed_dim, num_heads)
-        check_probability("dropout", dropout)
         check_linformer(max_length, projected_length, sharing)
-        self.num_heads = num_heads
-        self.head_dim = embed_dim // num_heads
+        super().__init__(
+            embed_dim, num_heads, dropout=dropout, bias=bias, attn_implementation=attn_implementation, config=config
+        )
         self.max_length = max_length
         self.projected_length = projected_length
-        self.dropout = dropout
-        self.attn_implementation = attn_implementation
-        self.config = config
-        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.k_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.v_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
         # (heads or 1, max_length, k): a leading 1 broadcasts one projection over every head
         projection_shape = (num_heads if sharing == "none" else 1, max_length, projected_length)
         self.key_projection = nn.Parameter(torch.empty(projection_shape))
         self.value_projection = None if sharing == "key_value" else nn.Parameter(torch.empty(projection_shape))
         init_sequence_projections(self)
-
-    def current_implementation(self) -> str:
-        return getattr(self.config, "_attn_implementation", None) or self.attn_implementation
 
     def forward(
         self,
@@ -85,64 +78,42 @@ class LinformerSelfAttention(nn.Module):
         """Self-attention over `hidden_states` (batch, n, embed_dim), n <= max_length.
 
         `attention_mask` (batch, n) holds 1 for tokens to keep and 0 for padding: padded tokens are left out of the
-        projected keys and values and output zeros.
+        projected keys and values and output zeros. The mask covers (n, k), never (n, n).
         """
-        keep = self._check_inputs(hidden_states, attention_mask)
-        length = hidden_states.shape[1]
-        query, key, value = (
-            rearrange(projection(hidden_states), "b n (h d) -> b h n d", h=self.num_heads)
-            for projection in (self.q_proj, self.k_proj, self.v_proj)
+        if isinstance(attention_mask, torch.Tensor):
+            self._check_inputs(hidden_states, None, None)
+            batch_size, length = hidden_states.shape[:2]
+            keep = validate_padding_mask(attention_mask, batch_size, length, "attention_mask").to(hidden_states.device)
+            allowed = keep.new_ones(1, 1, 1, 1).expand(batch_size, 1, length, self.projected_length)
+            attention_mask = AttentionMask(allowed=allowed, query_keeps=keep, backend_mask=None, key_keeps=keep)
+        return super().forward(
+            hidden_states, attention_mask=attention_mask, output_attentions=output_attentions, **kwargs
         )
-        if keep is not None:  # a zero row adds nothing to E^T K: padding never reaches the k projected keys
-            key, value = (torch.where(keep[:, None, :, None], states, 0.0) for states in (key, value))
+
+    def transform_keys_values(
+        self, key: torch.Tensor, value: torch.Tensor, mask: AttentionMask | None
+    ) -> tuple[torch.Tensor, torch.Tensor, AttentionMask | None]:
+        """E^T K and F^T V, with padded keys and values zeroed first: a zero row adds nothing to the k projected
+        keys, so padding (and whatever NaN it holds) never reaches them. Every query may then see all k rows; only
+        padded queries are silenced."""
+        length = key.shape[2]
+        if mask is not None and mask.key_keeps is not None:
+            keeps = mask.key_keeps[:, None, :, None]
+            key, value = torch.where(keeps, key, 0.0), torch.where(keeps, value, 0.0)
+            mask = AttentionMask(allowed=mask.allowed, query_keeps=mask.query_keeps, backend_mask=None)
         key_projection = self.key_projection[:, :length]  # shorter sequences use the first rows of E and F
         value_projection = key_projection if self.value_projection is None else self.value_projection[:, :length]
-        key, value = project_sequence(key_projection, key), project_sequence(value_projection, value)
-        mask = None if keep is None else self._query_mask(keep)
-        output, probs = dot_product_attention(
-            self,
-            query,
-            key,
-            value,
-            mask,
-            self.current_implementation(),
-            scaling=self.head_dim**-0.5,
-            dropout=self.dropout if self.training else 0.0,
-            output_attentions=output_attentions,
-            **kwargs,
-        )
-        output = self.out_proj(output.flatten(2))
-        if keep is not None:  # padded tokens output nothing, not the projection's bias
-            output = torch.where(keep[:, :, None], output, 0.0)
-        return output, probs
+        return project_sequence(key_projection, key), project_sequence(value_projection, value), mask
 
-    def _query_mask(self, keep: torch.Tensor) -> AttentionMask:
-        """Every query may see all k projected keys; only padded queries are silenced."""
-        batch_size, length = keep.shape
-        allowed = keep.new_ones(1, 1, 1, 1).expand(batch_size, 1, length, self.projected_length)
-        return AttentionMask(allowed=allowed, query_keeps=keep, backend_mask=None)
-
-    def _check_inputs(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-        width = self.q_proj.in_features
-        if hidden_states.dim() != 3 or hidden_states.shape[-1] != width:
-            raise ValueError(
-                f"Expected hidden_states of shape (batch, length, {width}), got {tuple(hidden_states.shape)}."
-            )
+    def _check_inputs(self, hidden_states, key_value_states, value_states) -> None:
+        if key_value_states is not None or value_states is not None:
+            raise ValueError("Linformer attention is self-attention only; it takes no key_value_states.")
+        super()._check_inputs(hidden_states, key_value_states, value_states)
         if hidden_states.shape[1] > self.max_length:
             raise ValueError(
                 f"The sequence has {hidden_states.shape[1]} tokens but the Linformer projections cover at most "
                 f"max_length={self.max_length}; build the layer with a larger max_length."
             )
-        if attention_mask is None:
-            return None
-        if attention_mask.shape != hidden_states.shape[:2]:
-            raise ValueError(
-                f"attention_mask must have shape (batch, length) = {tuple(hidden_states.shape[:2])} with 1 for "
-                f"tokens to keep and 0 for padding, got {tuple(attention_mask.shape)}."
-            )
-        if attention_mask.dtype != torch.bool and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
-            raise ValueError("attention_mask must hold only 0 (padding) and 1 (keep).")
-        return attention_mask != 0
 
 
 def project_sequence(projection: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
@@ -151,11 +122,13 @@ def project_sequence(projection: torch.Tensor, states: torch.Tensor) -> torch.Te
     Batch and heads of a group are stacked as columns, so E is used as it is: `torch.matmul`'s broadcasting would
     copy E for every batch element and head, b * heads * n * k numbers, many times the states themselves.
     """
-    batch_size, _, _, head_dim = states.shape
+    batch_size, num_heads, _, head_dim = states.shape
     groups = projection.shape[0]
     columns = rearrange(states, "b (g h) n d -> g n (b h d)", g=groups)
     projected = torch.matmul(projection.to(states.dtype).transpose(-1, -2), columns)
-    return rearrange(projected, "g k (b h d) -> b (g h) k d", b=batch_size, d=head_dim)
+    # every axis named: einops cannot infer one from an empty batch
+    projected = projected.reshape(groups, projection.shape[-1], batch_size, num_heads // groups, head_dim)
+    return rearrange(projected, "g k b h d -> b (g h) k d")
 
 
 @torch.no_grad()
@@ -179,7 +152,8 @@ class LinformerPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _can_record_outputs = {"attentions": LinformerSelfAttention}
+    # one layer: hidden states are its input and its output; attentions (batch, heads, n, k)
+    _can_record_outputs = {"hidden_states": LinformerSelfAttention, "attentions": LinformerSelfAttention}
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -215,7 +189,10 @@ class LinformerSelfAttentionModel(LinformerPreTrainedModel):
 
     @capture_outputs
     def forward(
-        self, inputs_embeds: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs
+        self,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         inputs_embeds (`torch.Tensor` of shape `(batch_size, length, hidden_size)`):
@@ -223,9 +200,9 @@ class LinformerSelfAttentionModel(LinformerPreTrainedModel):
         attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
             1 for tokens to keep, 0 for padding. Padded tokens output zeros and are left out of the keys and values.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         if inputs_embeds is None:
             raise ValueError("inputs_embeds is required: a (batch, length, hidden_size) tensor.")
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         output, _ = self.attention(inputs_embeds, attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=output)
 

@@ -6,13 +6,16 @@ default; cross-attention when `encoder_hidden_states` are given. `num_attention_
 The layer itself is `hf_attention.MultiHeadAttention`; this file gives it a config and a `PreTrainedModel`.
 """
 
+from typing import Unpack
+
 import torch
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import MultiHeadAttention, build_attention_mask
+from .attention import MultiHeadAttention, build_attention_mask, validate_padding_mask
 from .configuration_mha import MultiHeadAttentionConfig
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class MultiHeadAttentionPreTrainedModel(HFAttentionPreTrainedModel):
@@ -27,7 +30,8 @@ class MultiHeadAttentionPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
-    _can_record_outputs = {"attentions": MultiHeadAttention}
+    # one layer: hidden states are its input and its output; attentions (batch, heads, queries, keys)
+    _can_record_outputs = {"hidden_states": MultiHeadAttention, "attentions": MultiHeadAttention}
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -44,7 +48,8 @@ class MultiHeadAttentionPreTrainedModel(HFAttentionPreTrainedModel):
 
 
 class MultiHeadAttentionModel(MultiHeadAttentionPreTrainedModel):
-    """One multi-head attention layer; `attentions` holds its (batch, heads, query_length, key_length) weights."""
+    """One multi-head attention layer; `attentions` holds its (batch, heads, query_length, key_length) weights and
+    `hidden_states` its input and output (num_layers + 1 = 2 entries)."""
 
     def __init__(self, config: MultiHeadAttentionConfig):
         super().__init__(config)
@@ -67,7 +72,7 @@ class MultiHeadAttentionModel(MultiHeadAttentionPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         encoder_hidden_states: torch.Tensor | None = None,
         encoder_attention_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         inputs_embeds (`torch.Tensor` of shape `(batch_size, query_length, hidden_size)`):
@@ -80,6 +85,7 @@ class MultiHeadAttentionModel(MultiHeadAttentionPreTrainedModel):
         encoder_attention_mask (`torch.Tensor` of shape `(batch_size, key_length)`, *optional*):
             1 for context tokens to keep, 0 for padding. A query whose whole context is padding outputs zeros.
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         if inputs_embeds is None:
             raise ValueError("inputs_embeds is required: a (batch, length, hidden_size) tensor.")
         is_cross = encoder_hidden_states is not None
@@ -93,18 +99,21 @@ class MultiHeadAttentionModel(MultiHeadAttentionPreTrainedModel):
                 f"inputs_embeds and encoder_hidden_states must be (batch, length, width) tensors, got shapes "
                 f"{tuple(inputs_embeds.shape)} and {tuple(keys.shape)}."
             )
+        if attention_mask is not None:
+            attention_mask = validate_padding_mask(attention_mask, *inputs_embeds.shape[:2], "attention_mask")
+        if encoder_attention_mask is not None:
+            encoder_attention_mask = validate_padding_mask(
+                encoder_attention_mask, *keys.shape[:2], "encoder_attention_mask"
+            )
         mask = build_attention_mask(
             self.config._attn_implementation,
-            batch_size=inputs_embeds.shape[0],
-            query_length=inputs_embeds.shape[1],
-            key_length=keys.shape[1],
+            inputs_embeds,
+            keys,
             key_padding_mask=encoder_attention_mask if is_cross else attention_mask,
             query_padding_mask=attention_mask,
             is_causal=self.config.is_causal,
-            device=inputs_embeds.device,
         )
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
-        output, _ = self.attention(inputs_embeds, encoder_hidden_states, attention_mask=mask, **kwargs)
+        output, _ = self.attention(inputs_embeds, encoder_hidden_states, mask, **kwargs)
         return BaseModelOutput(last_hidden_state=output)
 
 

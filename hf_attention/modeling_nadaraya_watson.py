@@ -5,15 +5,19 @@ Data flow: queries x (batch, queries[, dim]), keys x_i (batch, keys[, dim]), val
 average of the y_i. The score is the log of a Gaussian kernel, so the softmax is exactly the normalised kernel.
 """
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import masked_softmax
+from .attention import masked_softmax, pool_values, score_keep_mask
+from .checks import check_float_input, check_positive
 from .configuration_nadaraya_watson import NadarayaWatsonConfig
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class NadarayaWatsonAttention(nn.Module):
@@ -25,13 +29,13 @@ class NadarayaWatsonAttention(nn.Module):
             `requires_grad` on every parameter.
 
     Points are scalars (tensors of shape (batch, n)) or vectors ((batch, n, dim)); values are scalars or vectors
-    likewise. Forward returns (predictions, attention weights (batch, queries, keys) or None).
+    likewise. Forward returns (predictions, attention weights (batch, 1, queries, keys) or None). The distances and
+    the softmax run in float32 whatever the input dtype.
     """
 
     def __init__(self, initial_bandwidth: float = 1.0, learnable_bandwidth: bool = True):
         super().__init__()
-        if not initial_bandwidth > 0:
-            raise ValueError(f"`initial_bandwidth` must be positive, got {initial_bandwidth}.")
+        check_positive("initial_bandwidth", initial_bandwidth)
         self.learnable_bandwidth = learnable_bandwidth
         self.bandwidth = nn.Parameter(torch.tensor([float(initial_bandwidth)]), requires_grad=learnable_bandwidth)
 
@@ -46,15 +50,13 @@ class NadarayaWatsonAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`attention_mask`: (batch, keys), or (batch, queries, keys) per query, 1/True for pairs to use."""
         queries, keys, scalar_values = self._as_vectors(queries, keys, values)
-        if attention_mask is not None and attention_mask.dim() == 2:
-            attention_mask = attention_mask[:, None, :]
+        keep = score_keep_mask(attention_mask, queries.shape[0], queries.shape[1], keys.shape[1])
         # explicit differences, not cdist: exact (no |a|^2 - 2ab + |b|^2 cancellation) and smooth at distance 0
         bandwidth = self.bandwidth if self.learnable_bandwidth else self.bandwidth.detach()
-        differences = (queries[:, :, None, :] - keys[:, None, :, :]) * bandwidth
-        weights = masked_softmax(-differences.pow(2).sum(-1) / 2, attention_mask)
-        values = values[..., None] if scalar_values else values
-        output = torch.matmul(weights, values)
-        return (output[..., 0] if scalar_values else output), (weights if output_attentions else None)
+        differences = (queries.float()[:, :, None, :] - keys.float()[:, None, :, :]) * bandwidth.float()
+        probs = masked_softmax(-differences.pow(2).sum(-1)[:, None] / 2, keep).to(values.dtype)
+        output = pool_values(probs, values[..., None] if scalar_values else values, keep)
+        return (output[..., 0] if scalar_values else output), (probs if output_attentions else None)
 
     @staticmethod
     def _as_vectors(queries, keys, values) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -70,6 +72,10 @@ class NadarayaWatsonAttention(nn.Module):
                 f"values must be (batch, keys) or (batch, keys, value_dim) with (batch, keys) = {tuple(keys.shape[:2])}"
                 f", got {tuple(values.shape)}."
             )
+        for name, tensor in (("queries", queries), ("keys", keys), ("values", values)):
+            check_float_input(name, tensor, "(batch, n) or (batch, n, dim)")
+        if keys.shape[1] == 0:
+            raise ValueError("There are no key-value pairs (keys of length 0); the regression needs at least one.")
         if queries.dim() == 2:
             queries, keys = queries[..., None], keys[..., None]
         return queries, keys, values.dim() == 2
@@ -88,7 +94,8 @@ class NadarayaWatsonPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = False
     _supports_attention_backend = False
     _can_compile_fullgraph = True
-    _can_record_outputs = {"attentions": NadarayaWatsonAttention}
+    # one layer: hidden states are the query points and the predictions; attentions (batch, 1, queries, keys)
+    _can_record_outputs = {"hidden_states": NadarayaWatsonAttention, "attentions": NadarayaWatsonAttention}
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -123,7 +130,7 @@ class NadarayaWatsonModel(NadarayaWatsonPreTrainedModel):
         key_points: torch.Tensor | None = None,
         key_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
         query_points (`torch.Tensor` of shape `(batch_size, num_queries)` or `(batch_size, num_queries, dim)`):
@@ -135,9 +142,9 @@ class NadarayaWatsonModel(NadarayaWatsonPreTrainedModel):
         attention_mask (`torch.Tensor` of shape `(batch_size, num_keys)` or `(batch_size, num_queries, num_keys)`):
             1 for pairs to use, 0 to leave out (padding, or the query's own point in leave-one-out training).
         """
+        kwargs = resolve_forward_kwargs(self, kwargs)
         if query_points is None or key_points is None or key_values is None:
             raise ValueError("query_points, key_points and key_values are all required.")
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
         predictions, _ = self.attention(query_points, key_points, key_values, attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=predictions)
 

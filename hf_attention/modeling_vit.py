@@ -10,13 +10,16 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
 from .attention import MultiHeadAttention
+from .checks import check_pixel_values
 from .configuration_vit import VisionTransformerConfig, as_pair
 from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
-from .pretrained import HFAttentionPreTrainedModel
+from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class VisionTransformerPatchEmbeddings(nn.Module):
@@ -33,22 +36,14 @@ class VisionTransformerPatchEmbeddings(nn.Module):
         )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if pixel_values.dim() != 4:
-            raise ValueError(
-                f"pixel_values must have shape (batch, {self.num_channels}, height, width), "
-                f"got {tuple(pixel_values.shape)}."
-            )
-        num_channels, height, width = pixel_values.shape[1:]
-        if num_channels != self.num_channels:
-            raise ValueError(
-                f"pixel_values have {num_channels} channels but the model expects num_channels={self.num_channels}."
-            )
+        check_pixel_values(pixel_values, self.num_channels, f"(batch, {self.num_channels}, height, width)")
+        height, width = pixel_values.shape[-2:]
         if height % self.patch_size[0] or width % self.patch_size[1]:
             raise ValueError(
                 f"Image size {height}x{width} is not a multiple of the patch size "
                 f"{self.patch_size[0]}x{self.patch_size[1]}; resize or pad the images."
             )
-        return self.projection(pixel_values).flatten(2).transpose(1, 2)
+        return self.projection(pixel_values.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
 
 
 class VisionTransformerEmbeddings(nn.Module):
@@ -170,7 +165,7 @@ class VisionTransformerPreTrainedModel(HFAttentionPreTrainedModel):
     _can_compile_fullgraph = True
     _can_record_outputs = {
         "hidden_states": VisionTransformerLayer,
-        "attentions": [MultiHeadAttention, LinformerSelfAttention],
+        "attentions": MultiHeadAttention,  # LinformerSelfAttention is one too: listing both records it twice
     }
 
     @property
@@ -199,7 +194,9 @@ class VisionTransformerModel(VisionTransformerPreTrainedModel):
     def __init__(self, config: VisionTransformerConfig):
         super().__init__(config)
         self.embeddings = VisionTransformerEmbeddings(config)
-        drop_path_rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # plain floats, not torch.linspace(...).tolist(): that fails on the meta device big-model loading builds on
+        last = max(config.num_hidden_layers - 1, 1)
+        drop_path_rates = [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
         self.layers = nn.ModuleList(VisionTransformerLayer(config, rate) for rate in drop_path_rates)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
@@ -212,7 +209,7 @@ class VisionTransformerModel(VisionTransformerPreTrainedModel):
         self,
         pixel_values: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
         r"""
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
@@ -220,10 +217,7 @@ class VisionTransformerModel(VisionTransformerPreTrainedModel):
         interpolate_pos_encoding (`bool`, *optional*):
             Resize the position embeddings to run on images of another size than `config.image_size`.
         """
-        if pixel_values is None:
-            raise ValueError("pixel_values is required: a (batch, channels, height, width) tensor.")
-        kwargs["output_attentions"] = kwargs.get("output_attentions", self.config.output_attentions)
-        pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
+        kwargs = resolve_forward_kwargs(self, kwargs)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
         for layer in self.layers:
             hidden_states = layer(hidden_states, **kwargs)
@@ -251,7 +245,7 @@ class VisionTransformerForImageClassification(VisionTransformerPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, or float `(batch_size, num_labels)`, *optional*):

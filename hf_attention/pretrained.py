@@ -1,15 +1,27 @@
-"""The base class every hf_attention model shares: loading is safetensors-only and fails with a clear message, and
-`push_to_hub` uploads the model with its code and a model card, so it loads anywhere with `trust_remote_code=True`.
+"""The base class every hf_attention model shares.
+
+- Loading is safetensors-only and fails with a message that names the file.
+- `save_pretrained` is atomic (a failure half-way leaves the previous checkpoint as it was) and writes the model's
+  code and `auto_map` into every folder, so a folder uploaded by any route loads with `trust_remote_code=True`.
+- `push_to_hub` uploads weights, code and a model card in one commit.
+- `loss_function` checks the labels and never writes `config.problem_type`; `resolve_forward_kwargs` refuses
+  keywords a model does not take, instead of swallowing them.
 
 This file is itself uploaded with every model (the modeling files import it), so it imports only transformers and
 its dependencies, never `hf_attention`.
 """
 
+import inspect
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from difflib import get_close_matches
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
@@ -17,8 +29,11 @@ from safetensors import SafetensorError
 from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto
+from transformers.utils import TransformersKwargs
 
 LIBRARY_TAG = "hf-attention"
+# what `forward(**kwargs)` passes on: transformers' own keywords (Trainer adds num_items_in_batch) and return_dict
+FORWARD_KWARGS = frozenset(TransformersKwargs.__annotations__) | {"return_dict"}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")  # never uploaded: loading them unpickles
 # the Hub's pipeline tag of each task Auto class a family may register a head with
 PIPELINE_TAGS = {
@@ -39,6 +54,12 @@ PIPELINE_TAGS = {
 class HFAttentionPreTrainedModel(PreTrainedModel):
     """`PreTrainedModel` that never unpickles and names the file when a checkpoint is corrupt or truncated."""
 
+    # transformers guesses from a modeling file's source whether `set_attn_implementation` can switch in place
+    # (it looks for `ALL_ATTENTION_FUNCTIONS.get_interface(`). Ours always can: every attention module reads the
+    # live `config._attn_implementation` through `attention.dot_product_attention` (tests/test_modeling_common.py
+    # proves it for every family with a counting backend).
+    _can_set_attn_implementation_cached_value = True
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         if kwargs.get("use_safetensors") is False:
@@ -51,6 +72,53 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
                 f"The safetensors weights of {pretrained_model_name_or_path!r} are corrupt or truncated ({error}). "
                 "Save the model again, or delete the cached file and download it again."
             ) from error
+
+    def post_init(self):
+        super().post_init()
+        self.add_model_tags([LIBRARY_TAG, *self.hub_tags()])  # Trainer's model card reads these
+
+    @property
+    def loss_function(self):
+        """The classification / regression loss of `config.problem_type`, with the labels checked first."""
+        return classification_loss
+
+    # --- saving ---------------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`, atomic, with the code and `auto_map` in the folder.
+
+        Everything is written into a temporary folder beside the target and moved into place only once all of it
+        is written, so a failure half-way (disk full, permissions) leaves the previous checkpoint loadable and
+        unchanged. `push_to_hub=True` then pushes with `push_to_hub` (code and model card included); `repo_id`,
+        `commit_message`, `private`, `token` and `revision` go to it.
+        """
+        target = Path(save_directory)
+        if target.exists() and not target.is_dir():
+            raise NotADirectoryError(f"Cannot save the model into {target}: it is a file, not a folder.")
+        hub_options = {name: kwargs.pop(name) for name in HUB_OPTIONS if name in kwargs}
+        if not is_main_process:
+            return super().save_pretrained(target, *args, is_main_process=False, **kwargs)
+        target.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
+        try:
+            super().save_pretrained(staging, *args, **kwargs)
+            self._write_code(staging)
+            _move_into(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if push_to_hub:
+            repo_id = hub_options.pop("repo_id", target.name)
+            self.push_to_hub(repo_id, **hub_options)
+
+    def _write_code(self, folder: Path) -> None:
+        """The files defining this model's classes (and their sibling imports), and `auto_map` in config.json."""
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        for auto_class, defined_class in self.auto_classes().items():
+            custom_object_save(defined_class, folder)  # its file and, recursively, its single-dot sibling imports
+            auto_map[auto_class] = f"{defined_class.__module__.split('.')[-1]}.{defined_class.__name__}"
+        config_file = folder / "config.json"
+        config = json.loads(config_file.read_text())
+        config_file.write_text(json.dumps({**config, "auto_map": auto_map}, indent=2, sort_keys=True) + "\n")
 
     # --- sharing on the Hub -------------------------------------------------------------------------------------
 
@@ -112,13 +180,6 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
                 raise ValueError(f"{path} is a pickle; hf_attention uploads safetensors weights only.")
             shutil.copy(path, Path(folder) / path.name)
         self.save_pretrained(folder, max_shard_size=max_shard_size)
-        auto_map = dict(getattr(self.config, "auto_map", None) or {})
-        for auto_class, defined_class in self.auto_classes().items():
-            custom_object_save(defined_class, folder)  # its file and, recursively, its single-dot sibling imports
-            auto_map[auto_class] = f"{defined_class.__module__.split('.')[-1]}.{defined_class.__name__}"
-        config_file = Path(folder) / "config.json"
-        config = json.loads(config_file.read_text())
-        config_file.write_text(json.dumps({**config, "auto_map": auto_map}, indent=2, sort_keys=True) + "\n")
 
     def auto_classes(self) -> dict[str, type]:
         """The Auto classes that build this model's family, by name: `AutoConfig`, `AutoModel` and its heads.
@@ -171,6 +232,98 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
             ]
         body = _card_body(repo_id, revision, type(self).__name__, auto_class, self.num_parameters(), training_results)
         return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+HUB_OPTIONS = ("repo_id", "commit_message", "commit_description", "private", "token", "revision", "create_pr")
+WEIGHT_PREFIXES = ("model.safetensors", "model-")
+
+
+def _move_into(staging: Path, target: Path) -> None:
+    """Move every file of `staging` into `target` (renames on one file system), then drop stale weight shards."""
+    written = {path.name for path in staging.iterdir()}
+    for name in written:
+        os.replace(staging / name, target / name)
+    for path in target.iterdir():
+        if path.is_file() and path.name.startswith(WEIGHT_PREFIXES) and path.name not in written:
+            path.unlink()
+
+
+# --- forward keywords and losses ------------------------------------------------------------------------------------
+
+
+def resolve_forward_kwargs(model: nn.Module, kwargs: dict) -> dict:
+    """Refuse keywords `model.forward` does not take, and fill the output flags from the config.
+
+    Every base model's `forward` calls this first. A typo such as `attention_maks=mask` would otherwise be
+    swallowed by `**kwargs` and the result computed without a mask.
+    """
+    unknown = sorted(set(kwargs) - FORWARD_KWARGS)
+    if unknown:
+        parameters = [name for name in inspect.signature(model.forward).parameters if name != "kwargs"]
+        reasons = []
+        for name in unknown:
+            close = get_close_matches(name, [*parameters, *sorted(FORWARD_KWARGS)], n=1)
+            reasons.append(f"`{name}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+        raise TypeError(
+            f"{type(model).__name__}.forward() got unexpected keyword arguments: {', '.join(reasons)}. "
+            f"It takes {', '.join(parameters)} and transformers' keywords ({', '.join(sorted(FORWARD_KWARGS))})."
+        )
+    kwargs["output_attentions"] = kwargs.get("output_attentions", model.config.output_attentions)
+    kwargs["output_hidden_states"] = kwargs.get("output_hidden_states", model.config.output_hidden_states)
+    return kwargs
+
+
+def problem_type_of(config, labels: torch.Tensor) -> str:
+    """`config.problem_type`, or transformers' guess from the labels for this call only (the config is not written)."""
+    if config.problem_type is not None:
+        return config.problem_type
+    if config.num_labels == 1:
+        return "regression"
+    return "multi_label_classification" if labels.is_floating_point() else "single_label_classification"
+
+
+def check_labels(labels: torch.Tensor, logits: torch.Tensor, problem_type: str) -> None:
+    """Shape, dtype and range of `labels` for `problem_type`, each mistake with its own message."""
+    batch_size, num_labels = logits.shape[0], logits.shape[-1]
+    if problem_type == "single_label_classification":
+        if labels.is_floating_point() or labels.dtype == torch.bool:
+            raise ValueError(f"Single-label classification takes integer class labels, got dtype {labels.dtype}.")
+        if labels.shape != logits.shape[:-1]:
+            raise ValueError(f"labels must have shape {tuple(logits.shape[:-1])}, got {tuple(labels.shape)}.")
+        if not torch.compiler.is_compiling() and bool(((labels < 0) & (labels != -100) | (labels >= num_labels)).any()):
+            raise ValueError(
+                f"labels must be class indices in [0, {num_labels}) or -100 (ignored), got values from "
+                f"{int(labels.min())} to {int(labels.max())}."
+            )
+        return
+    if not labels.is_floating_point():
+        raise ValueError(f"{problem_type} takes float labels, got dtype {labels.dtype}.")
+    expected = [(batch_size, num_labels)] + ([(batch_size,)] if num_labels == 1 else [])
+    if tuple(labels.shape) not in expected:
+        raise ValueError(f"{problem_type} labels must have shape {expected[0]}, got {tuple(labels.shape)}.")
+    if problem_type == "multi_label_classification" and not torch.compiler.is_compiling():
+        if bool(((labels < 0) | (labels > 1)).any()):
+            raise ValueError("multi_label_classification labels must be targets in [0, 1].")
+
+
+def classification_loss(labels, logits, config, num_items_in_batch=None, **kwargs) -> torch.Tensor:
+    """transformers' `ForSequenceClassificationLoss`, with the labels checked and `config.problem_type` unchanged.
+
+    Single-label: cross-entropy over the labels that are not -100, summed and divided by their count (or by
+    `num_items_in_batch`, which Trainer passes for gradient accumulation). A batch whose labels are all -100 gives
+    0 with a zero gradient, never NaN.
+    """
+    problem_type = problem_type_of(config, labels)
+    labels = labels.to(logits.device)
+    check_labels(labels, logits, problem_type)
+    if problem_type == "regression":
+        return nn.functional.mse_loss(logits.float().reshape(labels.shape), labels.float())
+    if problem_type == "multi_label_classification":
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    logits, labels = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+    total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    count = (labels != -100).sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
+    return total / count.to(total.device).clamp(min=1)
 
 
 def _create(create) -> tuple[str, bool]:

@@ -31,6 +31,7 @@ class TrainingSummary:
     epochs: float
     num_parameters: int
     output_dir: str
+    num_processes: int = 1
 
     def lines(self) -> list[str]:
         return [
@@ -41,6 +42,7 @@ class TrainingSummary:
             f"test accuracy     {self.accuracy:.4f}",
             f"test loss         {self.eval_loss:.4f}",
             f"training time     {self.train_seconds:.1f} s",
+            *([f"processes         {self.num_processes}"] if self.num_processes > 1 else []),
             f"saved to          {self.output_dir}",
         ]
 
@@ -84,6 +86,62 @@ def attach_preprocessing(dataset: DatasetDict, processor: ViTImageProcessorPil, 
     )
 
 
+# Below this size (float32 pixels of both splits) the images go through the image processor once, up front, instead of
+# once per epoch: on 8x8 digits the processor costs more per batch than the model's training step.
+IN_MEMORY_LIMIT_BYTES = 2**30
+
+
+class ProcessedImages(torch.utils.data.Dataset):
+    """Images already through the image processor, held as one tensor; with `max_shift` each item is translated at
+    random by up to that fraction of its size (the uncovered border takes the top-left pixel's value, as
+    `random_shift` does)."""
+
+    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor, max_shift: float = 0.0):
+        self.pixel_values, self.labels, self.max_shift = pixel_values, labels, max_shift
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pixels = self.pixel_values[index]
+        if self.max_shift > 0:
+            pixels = shift_pixels(pixels, self.max_shift)
+        return {"pixel_values": pixels, "labels": self.labels[index]}
+
+
+def shift_pixels(pixels: torch.Tensor, max_fraction: float) -> torch.Tensor:
+    """Translate a (channels, height, width) tensor by up to `max_fraction` of its size in each direction."""
+    height, width = pixels.shape[-2:]
+    max_y, max_x = round(height * max_fraction), round(width * max_fraction)
+    dy, dx = random.randint(-max_y, max_y), random.randint(-max_x, max_x)
+    shifted = pixels[:, :1, :1].expand_as(pixels).clone()
+    shifted[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = pixels[
+        :, max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    ]
+    return shifted
+
+
+def process_in_memory(
+    dataset: DatasetDict, processor: ViTImageProcessorPil, shift: float = 0.0, chunk_size: int = 2048
+) -> dict[str, ProcessedImages]:
+    """Both splits through the processor once (RGB, as transformers' image pipeline feeds the model)."""
+    splits = {}
+    for split in ("train", "test"):
+        chunks = []
+        for start in range(0, len(dataset[split]), chunk_size):
+            images = dataset[split][start : start + chunk_size]["image"]
+            chunks.append(processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"])
+        labels = torch.tensor(dataset[split]["label"])
+        splits[split] = ProcessedImages(torch.cat(chunks), labels, shift if split == "train" else 0.0)
+    return splits
+
+
+def fits_in_memory(dataset: DatasetDict, processor: ViTImageProcessorPil) -> bool:
+    size = processor.size
+    num_images = len(dataset["train"]) + len(dataset["test"])
+    return num_images * 3 * size["height"] * size["width"] * 4 <= IN_MEMORY_LIMIT_BYTES
+
+
 def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     return {
         "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
@@ -96,6 +154,19 @@ def accuracy(eval_prediction) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
+def save_for_pipeline(trainer: Trainer, processor, output_dir: str | Path) -> None:
+    """The trained model (safetensors, with its code) and its processor, as `pipeline(...)` loads them.
+
+    Written once, by the main process, when all processes are done; not `trainer.save_model`, which also pickles
+    training_args.bin.
+    """
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+    trainer.accelerator.wait_for_everyone()
+
+
 def train_image_classifier(
     model: PreTrainedModel,
     processor: ViTImageProcessorPil,
@@ -105,7 +176,10 @@ def train_image_classifier(
     shift: float = 0.0,
 ) -> TrainingSummary:
     """Train on dataset["train"], evaluate on dataset["test"], save model + processor to the output dir."""
-    prepared = attach_preprocessing(dataset, processor, shift)
+    if fits_in_memory(dataset, processor):
+        prepared = process_in_memory(dataset, processor, shift)
+    else:
+        prepared = attach_preprocessing(dataset, processor, shift)
     trainer = Trainer(
         model=model,
         args=training_args,
@@ -118,8 +192,7 @@ def train_image_classifier(
     trainer.train()
     train_seconds = time.perf_counter() - start
     metrics = trainer.evaluate()
-    model.save_pretrained(training_args.output_dir)  # not trainer.save_model: it also pickles training_args.bin
-    processor.save_pretrained(training_args.output_dir)
+    save_for_pipeline(trainer, processor, training_args.output_dir)
     summary = TrainingSummary(
         dataset=dataset_name,
         train_size=len(dataset["train"]),
@@ -130,6 +203,8 @@ def train_image_classifier(
         epochs=training_args.num_train_epochs,
         num_parameters=model.num_parameters(),
         output_dir=str(Path(training_args.output_dir).resolve()),
+        num_processes=training_args.world_size,
     )
-    summary.save()
+    if trainer.is_world_process_zero():
+        summary.save()
     return summary

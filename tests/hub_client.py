@@ -208,7 +208,32 @@ def failures(folder: Path) -> None:
     report(results)
 
 
+def push_with_trainer(folder: Path) -> None:
+    """`Trainer(push_to_hub=True)`: transformers' own route, which calls `save_pretrained` and uploads the folder."""
+    repo_id = f"{NAMESPACE}/trainer-route"
+    model = tiny_classifier(0).train()
+    inputs = model.dummy_inputs
+    examples = [{"pixel_values": pixels, "labels": torch.tensor(i % 3)} for i, pixels in enumerate(inputs["pixel_values"])]
+    arguments = transformers.TrainingArguments(
+        output_dir=str(folder / "trainer"), max_steps=1, per_device_train_batch_size=2, report_to="none",
+        push_to_hub=True, hub_model_id=repo_id, hub_strategy="end", save_strategy="no", use_cpu=True,
+    )  # fmt: skip
+    trainer = transformers.Trainer(model=model, args=arguments, train_dataset=examples)
+    trainer.train()
+    trainer.push_to_hub()
+    save_file(tensors_of(model.eval(), inputs), folder / "trainer.out")
+    report({"repo_id": repo_id})
+
+
+def load_trainer_push(folder: Path) -> None:
+    reference = load_file(folder / "trainer.out")
+    load_and_compare("AutoModelForImageClassification", f"{NAMESPACE}/trainer-route", reference)
+    report({"loaded": True, "has_hf_attention": HAS_HF_ATTENTION})
+
+
 STEPS = {
+    "push-with-trainer": push_with_trainer,
+    "load-trainer-push": load_trainer_push,
     "push-registry": push_registry,
     "load-registry": load_registry,
     "push-revisions": push_revisions,

@@ -171,7 +171,7 @@ def test_wrong_widths_and_heads_are_reported():
 def test_flash_refuses_padded_cross_attention_instead_of_answering_wrongly():
     with pytest.raises(ValueError, match="flash_attention_2 cannot mask padded keys in cross-attention"):
         build_attention_mask(
-            "flash_attention_2", batch_size=2, query_length=3, key_length=5, key_padding_mask=torch.ones(2, 5)
+            "flash_attention_2", torch.zeros(2, 3, 1), torch.zeros(2, 5, 1), key_padding_mask=torch.ones(2, 5)
         )
 
 
@@ -183,8 +183,7 @@ def test_a_structural_pattern_combines_with_padding(implementation):
     padding = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     attention = MultiHeadAttention(16, 2, attn_implementation=implementation).eval()
     mask = build_attention_mask(
-        implementation, batch_size=2, query_length=6, key_length=6, key_padding_mask=padding,
-        query_padding_mask=padding, pattern=window,
+        implementation, hidden, key_padding_mask=padding, query_padding_mask=padding, pattern=window,
     )  # fmt: skip
     output, probs = attention(hidden, attention_mask=mask, output_attentions=True)
     query, key, value = (
@@ -208,14 +207,13 @@ def test_separate_value_inputs_and_their_errors():
     with pytest.raises(ValueError, match="value_states have width 8, expected value_dim=12"):
         attention(hidden, context, value_states=context)
     with pytest.raises(TypeError, match="`pattern` must be a bool tensor"):
-        build_attention_mask("sdpa", batch_size=2, query_length=3, key_length=5, pattern=torch.ones(3, 5))
+        build_attention_mask("sdpa", hidden, context, pattern=torch.ones(3, 5))
 
 
 def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
     padding = torch.tensor([[1, 1, 0], [0, 0, 0]])
     mask = build_attention_mask(
-        "flash_attention_2", batch_size=2, query_length=3, key_length=3, key_padding_mask=padding,
-        query_padding_mask=padding,
+        "flash_attention_2", torch.zeros(2, 3, 1), key_padding_mask=padding, query_padding_mask=padding,
     )  # fmt: skip
     # flash unpads by this (batch, length) mask; an all-padding sample is opened so no kernel row is empty...
     assert mask.backend_mask.tolist() == [[True, True, False], [True, True, True]]

@@ -229,3 +229,21 @@ def test_cli_trains_and_pushes_with_results_on_the_card_then_pushes_a_folder_to_
     assert pushed.private and set(pushed.resolve("main").files) == {".gitattributes"}
     assert set(pushed.resolve("dev").files) == set(trained)
     assert 'revision="dev"' in pushed.resolve("dev").files["README.md"].content.decode()
+
+
+def test_trainer_push_to_hub_gives_a_repo_that_loads_without_the_package(hub_server, tmp_path):
+    """transformers' own route (Trainer calls save_pretrained, then uploads the folder) carries the code too."""
+    hub_server.hub.upload_mode = "regular"
+    run_client(hub_server, tmp_path, "push-with-trainer", "regular")
+    files = files_at(hub_server.hub, f"{NAMESPACE}/trainer-route")
+    config = json.loads(files["config.json"].content)
+    assert config["auto_map"]["AutoModelForImageClassification"] == (
+        "modeling_vit.VisionTransformerForImageClassification"
+    )
+    assert {"modeling_vit.py", "configuration_vit.py", "attention.py", "pretrained.py"} <= set(files)
+    # Trainer uploads its own pickled training_args.bin; the weights are safetensors, and loading reads no pickle
+    assert [path for path in files if path.endswith(PICKLE_SUFFIXES)] == ["training_args.bin"], sorted(files)
+    card = ModelCard(files["README.md"].content.decode())
+    assert {"hf-attention", "vision-transformer"} <= set(card.data.tags), card.data.tags
+    loaded = run_client(hub_server, tmp_path, "load-trainer-push", "regular", hf_attention_installed=False)
+    assert loaded == {"loaded": True, "has_hf_attention": False}

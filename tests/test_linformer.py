@@ -4,13 +4,15 @@ import pytest
 import torch
 from conftest import BACKENDS
 from huggingface_hub.errors import StrictDataclassClassValidationError
+from padding_checks import MASK_IDS, bad_masks
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoModelForImageClassification
 
 from hf_attention import (
     LinformerConfig,
     LinformerSelfAttention,
     LinformerSelfAttentionModel,
+    MultiHeadAttention,
     VisionTransformerConfig,
     VisionTransformerForImageClassification,
 )
@@ -101,18 +103,31 @@ def test_half_precision_with_a_padding_mask(dtype):
         torch.testing.assert_close(output.float(), expected, atol=2e-2, rtol=2e-2)
 
 
-def test_save_load_round_trip_through_auto_classes(tmp_path):
-    model = LinformerSelfAttentionModel(LinformerConfig.tiny(projection_sharing="none")).eval()
-    model.save_pretrained(tmp_path)
-    assert isinstance(AutoConfig.from_pretrained(tmp_path), LinformerConfig)
-    loaded = AutoModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
-    assert type(loaded) is LinformerSelfAttentionModel and loaded.config._attn_implementation == "eager"
-    saved = load_file(tmp_path / "model.safetensors")
-    assert set(saved) == set(model.state_dict()) and saved["attention.key_projection"].shape == (2, 12, 4)
-    for name, tensor in loaded.state_dict().items():
-        torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(**model.dummy_inputs)[0], model(**model.dummy_inputs)[0])
+def test_is_a_multi_head_attention_and_keeps_the_checkpoint_names_of_before():
+    model = LinformerSelfAttentionModel(LinformerConfig.tiny(projection_sharing="none", qkv_bias=True))
+    assert isinstance(model.attention, MultiHeadAttention)  # projections, head split, backends, checks: reused
+    names = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    projections = {f"attention.{kind}_proj.{part}" for kind in "qkvo" for part in ("weight", "bias")}
+    projections = {name.replace("o_proj", "out_proj") for name in projections}
+    assert set(names) == projections | {"attention.key_projection", "attention.value_projection"}
+    assert names["attention.key_projection"] == (2, 12, 4)  # (heads, max_length, k) with sharing="none"
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("implementation", BACKENDS)
+def test_nan_in_padded_tokens_never_reaches_the_projected_keys(implementation):
+    model = LinformerSelfAttentionModel(LinformerConfig.tiny(qkv_bias=True)).eval()
+    model.set_attn_implementation(implementation)
+    x, mask = torch.randn(2, 8, 16), torch.tensor([[1] * 8, [1] * 5 + [0] * 3])
+    clean = model(x, mask).last_hidden_state
+    x[1, 5:] = float("nan")
+    torch.testing.assert_close(model(x, mask).last_hidden_state, clean, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 5), ids=MASK_IDS)
+def test_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
+    with pytest.raises(ValueError, match=message):
+        LinformerSelfAttentionModel(LinformerConfig.tiny())(torch.randn(2, 5, 16), mask)
 
 
 def test_bad_inputs_and_settings_raise_errors_that_name_the_problem():
@@ -121,10 +136,14 @@ def test_bad_inputs_and_settings_raise_errors_that_name_the_problem():
         model(torch.randn(1, 13, 16))
     with pytest.raises(ValueError, match=r"hidden_states of shape \(batch, length, 16\), got \(1, 5, 8\)"):
         model(torch.randn(1, 5, 8))
-    with pytest.raises(ValueError, match=r"attention_mask must have shape \(batch, length\) = \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"`attention_mask` must have shape \(batch_size, length\) = \(2, 5\)"):
         model(torch.randn(2, 5, 16), torch.ones(2, 6))
-    with pytest.raises(ValueError, match=r"only 0 \(padding\) and 1 \(keep\)"):
-        model(torch.randn(2, 5, 16), torch.full((2, 5), 0.5))
+    with pytest.raises(TypeError, match="`hidden_states` must be a floating-point tensor"):
+        model(torch.ones(2, 5, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty sequence"):
+        model(torch.randn(2, 0, 16))
+    with pytest.raises(ValueError, match="self-attention only"):
+        model.attention(torch.randn(2, 5, 16), key_value_states=torch.randn(2, 5, 16))
     with pytest.raises(StrictDataclassClassValidationError, match=r"projection sharing must be one of"):
         LinformerConfig(projection_sharing="layerwise")
     with pytest.raises(StrictDataclassClassValidationError, match=r"projected length k must be positive, got 12 and 0"):

@@ -1,0 +1,249 @@
+"""Configurations of the X-CLIP video encoder (cross-frame + intra-frame attention) and of the video-text model."""
+
+from huggingface_hub.dataclasses import strict
+
+from .checks import check_attention_shape, check_choice, check_positive, check_probability
+from .configuration_base import HFAttentionConfig
+from .configuration_clip_residual import CLIPResidualTransformerConfig
+
+TEMPORAL_MODELING_TYPES = ("cross_frame", "none")
+VIDEO_POOLING_TYPES = ("mit", "mean")
+
+
+@strict
+class VideoTransformerConfig(HFAttentionConfig):
+    r"""
+    Configuration of [`VideoTransformerModel`] and [`VideoTransformerForVideoClassification`]: X-CLIP's video encoder
+    (Ni et al., 2022). Every frame is a CLIP ViT token sequence; in each layer one message token per frame (a linear
+    map of the frame's class token) attends to the message tokens of the other frames of its clip (cross-frame
+    attention, CFA), then joins its frame's tokens in the layer's self-attention (intra-frame fusion, IFA). The
+    per-frame class tokens are projected and fused over time by the multi-frame integration transformer (MIT).
+    The defaults build X-CLIP B/32 at 8 frames of 224x224.
+
+    Args:
+        image_size (`int`, defaults to 224):
+            Height and width of every frame. Other sizes run with `interpolate_pos_encoding=True`.
+        patch_size (`int`, defaults to 32):
+            Height and width of each patch; must divide `image_size`.
+        num_channels (`int`, defaults to 3):
+            Channels of every frame.
+        num_frames (`int`, defaults to 8):
+            Frames per clip. Clips of another length run only with `interpolate_pos_encoding=True` (the MIT's
+            temporal position embeddings are then interpolated); a batch is never split into shorter clips.
+        hidden_size (`int`, defaults to 768):
+            Width of the frame tokens and of every encoder layer.
+        num_hidden_layers (`int`, defaults to 12):
+            Number of encoder layers (each a `CrossFrameAttentionLayer`).
+        num_attention_heads (`int`, defaults to 12):
+            Heads of both the intra-frame and the cross-frame attention; must divide `hidden_size`.
+        intermediate_size (`int`, defaults to 3072):
+            Width of the hidden layer of each encoder MLP.
+        hidden_act (`str`, defaults to `"quick_gelu"`):
+            Activation of every MLP (encoder and MIT), a key of `transformers.activations.ACT2FN`.
+        layer_norm_eps (`float`, defaults to 1e-5):
+            Epsilon of every layer norm.
+        attention_dropout (`float`, defaults to 0.0):
+            Dropout on the attention probabilities, in [0, 1).
+        drop_path_rate (`float`, defaults to 0.0):
+            Stochastic depth on the cross-frame attention branch, the same rate in every layer (as in
+            transformers' X-CLIP), in [0, 1).
+        initializer_range (`float`, defaults to 0.02):
+            Standard deviation of the patch and position embeddings at initialisation.
+        initializer_factor (`float`, defaults to 1.0):
+            Scale of every initialisation standard deviation (CLIP's convention; 1.0 for training).
+        temporal_modeling (`str`, defaults to `"cross_frame"`):
+            `"cross_frame"` gives every layer its message tokens and cross-frame attention; `"none"` is the same
+            encoder without them, every frame encoded on its own (the ablation of section 7 of the README).
+        projection_dim (`int` or `None`, defaults to 512):
+            Width of the frame and video embeddings: the class tokens are projected to it (no bias). `None` keeps
+            them `hidden_size` wide with no projection (what a converted `XCLIPVisionModel` has).
+        video_pooling (`str`, defaults to `"mit"`):
+            How frame embeddings become the video embedding: `"mit"` runs the multi-frame integration transformer,
+            `"mean"` takes their plain (order-free) mean.
+        mit_intermediate_size (`int`, defaults to 2048):
+            Width of the MLP of the MIT's layers.
+        mit_num_hidden_layers (`int`, defaults to 1):
+            Number of MIT layers (CLIP residual attention blocks over the frames).
+        mit_num_attention_heads (`int`, defaults to 8):
+            Heads of the MIT's attention; must divide the embedding width.
+
+    Example:
+
+    ```python
+    >>> from hf_attention import VideoTransformerConfig, VideoTransformerForVideoClassification
+    >>> config = VideoTransformerConfig(image_size=32, patch_size=8, num_frames=8, hidden_size=64, num_hidden_layers=2,
+    ...                                 num_attention_heads=4, intermediate_size=128, projection_dim=32,
+    ...                                 mit_intermediate_size=64, mit_num_attention_heads=4, num_labels=8)
+    >>> model = VideoTransformerForVideoClassification(config)
+    ```
+    """
+
+    model_type = "hf_attention_video"
+    # a VideoTextTransformerModel folder loads as a video classifier: its video config is read from this key
+    base_config_key = "video_config"
+
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
+    num_frames: int = 8
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    attention_dropout: float | int = 0.0
+    drop_path_rate: float | int = 0.0
+    initializer_range: float = 0.02
+    initializer_factor: float = 1.0
+    temporal_modeling: str = "cross_frame"
+    projection_dim: int | None = 512
+    video_pooling: str = "mit"
+    mit_intermediate_size: int = 2048
+    mit_num_hidden_layers: int = 1
+    mit_num_attention_heads: int = 8
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the frame embeddings, the MIT and the video embedding."""
+        return self.hidden_size if self.projection_dim is None else self.projection_dim
+
+    @classmethod
+    def tiny(cls, **overrides) -> "VideoTransformerConfig":
+        """A configuration of a few thousand parameters for tests and demos (every REGISTRY config has one)."""
+        settings = dict(image_size=16, patch_size=8, num_frames=3, hidden_size=16, num_hidden_layers=2)
+        settings |= dict(num_attention_heads=2, intermediate_size=32, projection_dim=8, mit_intermediate_size=16)
+        return cls(**{**settings, "mit_num_attention_heads": 2, "num_labels": 3, **overrides})
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        check_attention_shape(self.hidden_size, self.num_attention_heads)
+        if self.video_pooling == "mit":
+            check_attention_shape(self.embed_dim, self.mit_num_attention_heads)
+        for name in ("attention_dropout", "drop_path_rate"):
+            check_probability(name, getattr(self, name))
+        for name in ("num_channels", "num_frames", "num_hidden_layers", "intermediate_size", "mit_intermediate_size"):
+            check_positive(name, getattr(self, name))
+        check_positive("projection_dim", self.projection_dim)
+        check_positive("initializer_factor", self.initializer_factor)
+        if self.mit_num_hidden_layers < 0:
+            raise ValueError(f"`mit_num_hidden_layers` must be >= 0, got {self.mit_num_hidden_layers}.")
+        check_choice("temporal_modeling", self.temporal_modeling, TEMPORAL_MODELING_TYPES)
+        check_choice("video_pooling", self.video_pooling, VIDEO_POOLING_TYPES)
+        if min(self.image_size, self.patch_size) <= 0 or self.image_size % self.patch_size:
+            raise ValueError(
+                f"`image_size` ({self.image_size}) must be a positive multiple of `patch_size` ({self.patch_size})."
+            )
+
+
+@strict
+class VideoTextTransformerConfig(HFAttentionConfig):
+    r"""
+    Configuration of [`VideoTextTransformerModel`]: the whole X-CLIP video-text model. A video encoder
+    ([`VideoTransformerConfig`], whose `projection_dim` is the shared embedding width), a causal CLIP text tower
+    (a [`CLIPResidualTransformerConfig`] with token and position embeddings, a final norm and a projection), and the
+    video-specific prompt generator: the class texts attend to the video's patch tokens and are shifted by
+    `alpha` times the result. The defaults build X-CLIP B/32.
+
+    Args:
+        video_config (`dict` or [`VideoTransformerConfig`], *optional*):
+            The video encoder; defaults to X-CLIP B/32's. Its `projection_dim` must be set.
+        text_config (`dict` or [`CLIPResidualTransformerConfig`], *optional*):
+            The text transformer; defaults to CLIP's 12-layer 512-wide causal one. Always causal.
+        vocab_size (`int`, defaults to 49408):
+            Size of the token vocabulary (CLIP's BPE).
+        max_position_embeddings (`int`, defaults to 77):
+            Longest text, in tokens.
+        pad_token_id, bos_token_id, eos_token_id (`int`, defaults to 1, 0, 2):
+            Special token ids (as in transformers' `XCLIPTextConfig`). The text is read out at its highest token id
+            among its real tokens (CLIP's end-of-text token is the last of its vocabulary), as X-CLIP does.
+        prompt_layers (`int`, defaults to 2):
+            Layers of the prompt generator.
+        prompt_alpha (`float`, defaults to 0.1):
+            Initial value of the learned per-channel scale of the prompt.
+        prompt_hidden_act (`str`, defaults to `"quick_gelu"`):
+            Activation of the prompt generator's MLP.
+        prompt_num_attention_heads (`int`, defaults to 8):
+            Heads of the prompt generator's cross-attention; must divide `projection_dim`.
+        prompt_attention_dropout (`float`, defaults to 0.0):
+            Dropout on the prompt generator's attention probabilities and inside its MLP, in [0, 1).
+        prompt_projection_dropout (`float`, defaults to 0.0):
+            Dropout after the prompt generator's attention output projection, in [0, 1).
+        logit_scale_init_value (`float`, defaults to 2.6592):
+            Initial log of the temperature that scales the cosine similarities (log(1 / 0.07)).
+        initializer_factor (`float`, defaults to 1.0):
+            Scale of every initialisation standard deviation.
+
+    Example:
+
+    ```python
+    >>> from hf_attention import VideoTextTransformerConfig, VideoTextTransformerModel
+    >>> model = VideoTextTransformerModel(VideoTextTransformerConfig.tiny())
+    ```
+    """
+
+    model_type = "hf_attention_video_text"
+    sub_configs = {"video_config": VideoTransformerConfig, "text_config": CLIPResidualTransformerConfig}
+
+    video_config: dict | VideoTransformerConfig | None = None
+    text_config: dict | CLIPResidualTransformerConfig | None = None
+    vocab_size: int = 49408
+    max_position_embeddings: int = 77
+    pad_token_id: int | None = 1
+    bos_token_id: int | None = 0
+    eos_token_id: int | None = 2
+    prompt_layers: int = 2
+    prompt_alpha: float = 0.1
+    prompt_hidden_act: str = "quick_gelu"
+    prompt_num_attention_heads: int = 8
+    prompt_attention_dropout: float | int = 0.0
+    prompt_projection_dropout: float | int = 0.0
+    logit_scale_init_value: float = 2.6592
+    initializer_factor: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        if self.video_config is None:
+            self.video_config = VideoTransformerConfig()
+        elif isinstance(self.video_config, dict):
+            self.video_config = VideoTransformerConfig(**self.video_config)
+        if self.text_config is None:
+            self.text_config = CLIPResidualTransformerConfig(is_causal=True)
+        elif isinstance(self.text_config, dict):
+            self.text_config = CLIPResidualTransformerConfig(**{"is_causal": True, **self.text_config})
+        super().__post_init__(**kwargs)
+
+    @property
+    def initializer_range(self) -> float:
+        """The video encoder's, for the linear layers of the text side and the prompt generator too."""
+        return self.video_config.initializer_range
+
+    @property
+    def projection_dim(self) -> int:
+        """Width of the shared video-text embedding space (the video encoder's `projection_dim`)."""
+        return self.video_config.projection_dim
+
+    @classmethod
+    def tiny(cls, **overrides) -> "VideoTextTransformerConfig":
+        """A configuration of a few thousand parameters for tests and demos (every REGISTRY config has one)."""
+        video = VideoTransformerConfig.tiny(num_labels=2)
+        text = CLIPResidualTransformerConfig.tiny(hidden_size=12, num_attention_heads=2, is_causal=True)
+        settings = dict(video_config=video, text_config=text, vocab_size=50, max_position_embeddings=8)
+        return cls(**{**settings, "prompt_layers": 1, "prompt_num_attention_heads": 2, **overrides})
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        if self.video_config.projection_dim is None:
+            raise ValueError(
+                "The video-text model needs `video_config.projection_dim` set: it is the width video and text "
+                "embeddings share."
+            )
+        if not self.text_config.is_causal:
+            raise ValueError("X-CLIP's text transformer is causal: `text_config.is_causal` must be True.")
+        check_attention_shape(self.projection_dim, self.prompt_num_attention_heads)
+        for name in ("prompt_attention_dropout", "prompt_projection_dropout"):
+            check_probability(name, getattr(self, name))
+        for name in ("vocab_size", "max_position_embeddings", "prompt_layers", "initializer_factor"):
+            check_positive(name, getattr(self, name))
+
+
+__all__ = ["VideoTextTransformerConfig", "VideoTransformerConfig"]

@@ -1,0 +1,398 @@
+"""The model contract every family keeps, checked over `hf_attention.REGISTRY` with `tiny()` configs.
+
+A new family gets all of this by joining the registry: its config has `tiny()`, its models `dummy_inputs`.
+A model declares what it records with `_can_record_outputs`: one that records "attentions" must return real maps,
+shaped (batch, heads, queries, keys) or as its docstring documents, that carry gradients back to the output.
+"""
+
+import copy
+import dataclasses
+import inspect
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate import init_empty_weights
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.modeling_outputs import ModelOutput
+
+from hf_attention import REGISTRY
+
+MODELS = [(config_class, model_class) for config_class, base, heads in REGISTRY for model_class in (base, *heads.values())]
+IDS = [model_class.__name__ for _, model_class in MODELS]
+CONFIGS = [config_class for config_class, _, _ in REGISTRY]
+LOSS_OUTPUT = "loss"
+
+
+def build(config_class, model_class, **overrides):
+    return model_class(config_class.tiny(**overrides)).eval()
+
+
+def tensors_of(output) -> list[torch.Tensor]:
+    """Every tensor of an output (ModelOutput, tuple, nested), in order, None skipped."""
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, ModelOutput):
+        output = output.to_tuple()
+    if isinstance(output, (tuple, list)):
+        return [tensor for item in output for tensor in tensors_of(item)]
+    return []
+
+
+def assert_same(first, second, atol=1e-5, rtol=1e-5):
+    first, second = tensors_of(first), tensors_of(second)
+    assert len(first) == len(second)
+    for one, other in zip(first, second):
+        torch.testing.assert_close(one, other, atol=atol, rtol=rtol, equal_nan=True)
+
+
+def records(model_class, name: str) -> bool:
+    return name in (model_class._can_record_outputs or {})
+
+
+def fields_ending(output, suffix: str) -> dict:
+    return {
+        name: value
+        for name, value in output.items()
+        if name.endswith(suffix) and not name.endswith("last_hidden_state") and value is not None
+    }
+
+
+def wake_up(model) -> None:
+    """Give every all-zero parameter (gamma scales, zero-init batch norms, identity warps) random values, so that
+    attention reaches the output and a comparison of backends proves something."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.numel() and not parameter.any():
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
+
+
+def batch_slice(inputs: dict, rows: slice) -> dict:
+    batch_size = next(value.shape[0] for value in inputs.values() if isinstance(value, torch.Tensor))
+    return {
+        name: value[rows] if isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == batch_size else value
+        for name, value in inputs.items()
+    }
+
+
+def float_inputs(inputs: dict, dtype: torch.dtype) -> dict:
+    return {name: value.to(dtype) if value.is_floating_point() else value for name, value in inputs.items()}
+
+
+# --- outputs ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_hidden_states_from_the_call_and_from_the_config(config_class, model_class):
+    model = build(config_class, model_class)
+    from_call = model(**model.dummy_inputs, output_hidden_states=True)
+    hidden = fields_ending(from_call, "hidden_states")
+    assert hidden, f"{model_class.__name__} returned no hidden states"
+    for name, states in hidden.items():
+        assert isinstance(states, tuple) and len(states) >= 2, name
+        assert all(isinstance(state, torch.Tensor) for state in states), name
+    layers = getattr(model.config, "num_hidden_layers", None)
+    if "hidden_states" in hidden and isinstance(layers, int):
+        assert len(hidden["hidden_states"]) == layers + 1
+    model = build(config_class, model_class, output_hidden_states=True)
+    assert_same(fields_ending(model(**model.dummy_inputs), "hidden_states"), hidden)
+    assert not fields_ending(build(config_class, model_class)(**model.dummy_inputs), "hidden_states")
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_attention_maps_are_returned_when_the_model_computes_attention(config_class, model_class):
+    model = build(config_class, model_class)
+    output = model(**model.dummy_inputs, output_attentions=True)
+    maps = fields_ending(output, "attentions")
+    if not records(model_class, "attentions"):
+        assert not maps, f"{model_class.__name__} declares no attentions but returned {sorted(maps)}"
+        return
+    assert maps, f"{model_class.__name__} records attentions but returned none"
+    batch_size = tensors_of(output)[0].shape[0]
+    for name, layers in maps.items():
+        for attention in layers:
+            assert attention.dim() == 4 and attention.shape[0] == batch_size, (name, tuple(attention.shape))
+            assert torch.isfinite(attention).all()
+    model = build(config_class, model_class, output_attentions=True)
+    assert_same(fields_ending(model(**model.dummy_inputs), "attentions"), maps)
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_returned_attention_maps_are_the_tensors_the_output_came_from(config_class, model_class):
+    if not records(model_class, "attentions"):
+        pytest.skip("computes no attention maps")
+    model = build(config_class, model_class)
+    wake_up(model)
+    output = model(**model.dummy_inputs, output_attentions=True)
+    maps = [attention for layers in fields_ending(output, "attentions").values() for attention in layers]
+    for attention in maps:
+        attention.retain_grad()
+    sum(tensor.float().sum() for tensor in tensors_of(output)[:1]).backward()
+    reached = [attention.grad is not None and bool(attention.grad.abs().sum() > 0) for attention in maps]
+    assert any(reached), "no returned attention map is on the path to the output"
+
+
+# --- backends --------------------------------------------------------------------------------------------------
+
+CALLS = []
+
+
+def counting_sdpa(module, query, key, value, attention_mask, **kwargs):
+    CALLS.append(module)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+
+AttentionInterface.register("hf_attention_counting_sdpa", counting_sdpa)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_set_attn_implementation_switches_in_place_with_equal_outputs(config_class, model_class):
+    model = build(config_class, model_class)
+    wake_up(model)
+    inputs = model.dummy_inputs
+    model.set_attn_implementation("eager")
+    eager = model(**inputs)
+    implementations = ["sdpa"] + (["flex_attention"] if model_class._supports_flex_attn else [])
+    for implementation in implementations:
+        model.set_attn_implementation(implementation)
+        assert model.config._attn_implementation == implementation
+        assert_same(model(**inputs), eager, atol=1e-4, rtol=1e-4)
+    CALLS.clear()
+    model.set_attn_implementation("hf_attention_counting_sdpa")
+    assert_same(model(**inputs), eager, atol=1e-4, rtol=1e-4)
+    # models that dispatch through ALL_ATTENTION_FUNCTIONS say so; criss-cross computes its own row/column softmax
+    if model_class._supports_attention_backend and records(model_class, "attentions"):
+        assert CALLS, "the registered backend was never called: a module does not read the live config"
+
+
+# --- keywords --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_forward_takes_transformers_kwargs_and_refuses_unknown_keywords(config_class, model_class):
+    model = build(config_class, model_class)
+    annotation = str(inspect.signature(model_class.forward).parameters["kwargs"].annotation)
+    assert "TransformersKwargs" in annotation, annotation
+    with pytest.raises(TypeError, match="attention_maks"):
+        model(**model.dummy_inputs, attention_maks=torch.ones(1))
+    model(**model.dummy_inputs, num_items_in_batch=torch.tensor(2))  # what Trainer passes keeps working
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_return_dict_false_gives_the_same_values_as_a_tuple(config_class, model_class):
+    model = build(config_class, model_class)
+    inputs = model.dummy_inputs
+    output = model(**inputs, output_attentions=True, output_hidden_states=True)
+    as_tuple = model(**inputs, output_attentions=True, output_hidden_states=True, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert_same(as_tuple, output, atol=0, rtol=0)
+
+
+# --- batches ---------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_one_sample_equals_its_row_of_the_batch_and_runs_are_deterministic(config_class, model_class):
+    model = build(config_class, model_class)
+    inputs = model.dummy_inputs
+    batch = model(**inputs)
+    assert_same(model(**inputs), batch, atol=0, rtol=0)
+    for row in range(2):
+        single = tensors_of(model(**batch_slice(inputs, slice(row, row + 1))))
+        compared = 0
+        for one, full in zip(single, tensors_of(batch)):
+            if one.dim() and full.dim() and full[row : row + 1].shape == one.shape:
+                torch.testing.assert_close(one, full[row : row + 1], atol=1e-5, rtol=1e-5)
+                compared += 1
+        assert compared, "no output could be compared row by row"
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_a_batch_of_size_zero_gives_empty_outputs(config_class, model_class):
+    model = build(config_class, model_class)
+    inputs = model.dummy_inputs
+    full = tensors_of(model(**inputs))[0]
+    empty = tensors_of(model(**batch_slice(inputs, slice(0, 0))))[0]
+    assert empty.shape == (0, *full.shape[1:])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_half_precision_runs_and_stays_close_to_float32(config_class, model_class, dtype):
+    model = build(config_class, model_class)
+    wake_up(model)
+    inputs = model.dummy_inputs
+    reference = tensors_of(model(**inputs))[0]
+    model.to(dtype)
+    output = tensors_of(model(**float_inputs(inputs, dtype)))[0]
+    assert output.dtype == dtype or not output.is_floating_point()
+    assert torch.isfinite(output).all()
+    scale = reference.abs().max().clamp(min=1)
+    assert (output.float() - reference).abs().max() <= 0.1 * scale
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_integer_pixel_values_are_refused_with_a_pointer_to_the_image_processor(config_class, model_class):
+    model = build(config_class, model_class)
+    inputs = model.dummy_inputs
+    if "pixel_values" not in inputs:
+        pytest.skip("takes no pixel values")
+    inputs["pixel_values"] = (inputs["pixel_values"] * 50 + 128).clamp(0, 255).to(torch.uint8)
+    with pytest.raises(TypeError, match="image processor"):
+        model(**inputs)
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+
+def gradients(model, inputs) -> dict:
+    model.zero_grad()
+    torch.manual_seed(0)
+    sum(tensor.float().pow(2).mean() for tensor in tensors_of(model(**inputs))[:1]).backward()
+    return {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_gradient_checkpointing_gives_the_same_gradients(config_class, model_class):
+    if not model_class.supports_gradient_checkpointing:
+        pytest.skip("supports_gradient_checkpointing = False")
+    model = build(config_class, model_class).train()
+    wake_up(model)
+    inputs = model.dummy_inputs
+    plain = gradients(model, inputs)
+    model.activation_checkpointing_enable()
+    checkpointed = gradients(model, inputs)
+    assert plain and plain.keys() == checkpointed.keys()
+    assert_same(list(checkpointed.values()), list(plain.values()), atol=1e-5, rtol=1e-4)
+
+
+HEADS_WITH_LABELS = [
+    (config_class, model_class)
+    for config_class, model_class in MODELS
+    if "labels" in inspect.signature(model_class.forward).parameters and model_class.main_input_name == "pixel_values"
+]
+
+
+@pytest.mark.parametrize(
+    ("config_class", "model_class"), HEADS_WITH_LABELS, ids=[cls.__name__ for _, cls in HEADS_WITH_LABELS]
+)
+def test_labels_are_checked_and_never_change_the_problem_type(config_class, model_class):
+    model = build(config_class, model_class)
+    inputs, num_labels = model.dummy_inputs, model.config.num_labels
+    batch_size = inputs["pixel_values"].shape[0]
+    for labels, message in [
+        (torch.full((batch_size,), num_labels), "class indices"),
+        (torch.full((batch_size,), -3), "class indices"),
+        (torch.zeros(batch_size + 1, dtype=torch.long), "shape"),
+        (torch.zeros(batch_size, 1, 2, dtype=torch.long), "shape"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            model(**inputs, labels=labels)
+    model(**inputs, labels=torch.rand(batch_size, num_labels))  # float labels: multi-label, for this call only
+    assert model.config.problem_type is None
+    model.train()
+    loss = model(**inputs, labels=torch.full((batch_size,), -100)).loss
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
+
+
+# --- construction and initialisation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_builds_on_the_meta_device_and_init_weights_fills_every_parameter_and_buffer(config_class, model_class):
+    config = config_class.tiny()
+    with init_empty_weights():
+        assert all(p.device.type == "meta" for p in model_class(config).parameters())
+    with torch.device("meta"):
+        model = model_class(config)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.fill_(float("nan"))
+    for module in model.modules():
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            tensor.__dict__.pop("_is_hf_initialized", None)
+        module.__dict__.pop("_is_hf_initialized", None)
+    model.init_weights()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), f"{name} was not initialised"
+
+
+@pytest.mark.parametrize("config_class", CONFIGS, ids=[cls.__name__ for cls in CONFIGS])
+def test_configs_refuse_unknown_keys_and_round_trip(config_class, tmp_path):
+    field = next(f.name for f in dataclasses.fields(config_class) if not f.name.startswith("_") and f.name != "dtype")
+    with pytest.raises(TypeError, match=rf"`{field}x` \(did you mean `{field}`\?\)"):
+        config_class.tiny(**{f"{field}x": 1})
+    config = config_class.tiny()
+    config.save_pretrained(tmp_path)
+    assert config_class.from_pretrained(tmp_path).to_dict() == config.to_dict()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "not_a_field": 1}))
+    with pytest.raises(TypeError, match="not_a_field"):
+        config_class.from_pretrained(tmp_path)
+
+
+# --- saving, loading, compiling --------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_save_load_round_trip_with_code_and_device_map(config_class, model_class, tmp_path):
+    model = build(config_class, model_class)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    module_name, class_name = config["auto_map"]["AutoModel"].split(".")
+    assert (tmp_path / f"{module_name}.py").exists() and (tmp_path / "pretrained.py").exists()
+    assert not list(tmp_path.glob("*.bin")) and not list(tmp_path.glob(".*"))
+    for kwargs in ({}, {"device_map": "auto"}):
+        loaded = model_class.from_pretrained(tmp_path, **kwargs).eval()
+        for (name, saved), (_, restored) in zip(model.state_dict().items(), loaded.state_dict().items()):
+            torch.testing.assert_close(restored, saved, atol=0, rtol=0, msg=name)
+        assert_same(loaded(**model.dummy_inputs), model(**model.dummy_inputs), atol=0, rtol=0)
+
+
+LOAD_WITHOUT_PACKAGE = """
+import sys, torch
+sys.modules["hf_attention"] = None  # the package must not be importable: the saved code has to do
+from transformers import AutoModel
+for folder in sys.argv[1:]:
+    AutoModel.from_pretrained(folder, trust_remote_code=True)
+print("loaded", len(sys.argv) - 1)
+"""
+
+
+def test_every_saved_folder_loads_with_its_code_in_a_process_without_the_package(tmp_path):
+    folders = []
+    for config_class, base, _ in REGISTRY:
+        folder = tmp_path / base.__name__
+        base(config_class.tiny()).save_pretrained(folder)
+        folders.append(str(folder))
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, *folders], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"loaded {len(folders)}" in result.stdout
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_compiles_with_fullgraph_where_it_says_it_can(config_class, model_class):
+    if not model_class._can_compile_fullgraph:
+        pytest.skip("_can_compile_fullgraph = False")
+    model = build(config_class, model_class)
+    inputs = model.dummy_inputs
+    torch._dynamo.reset()
+    compiled = torch.compile(copy.copy(model), fullgraph=True, backend="eager")
+    assert_same(compiled(**inputs), model(**inputs), atol=1e-5, rtol=1e-5)

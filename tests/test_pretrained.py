@@ -1,0 +1,78 @@
+"""The shared base class: atomic saves that carry their code, label checks, refused keywords."""
+
+import json
+
+import pytest
+import torch
+import transformers.modeling_utils
+
+from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification
+from hf_attention.pretrained import classification_loss
+
+
+def tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    return VisionTransformerForImageClassification(VisionTransformerConfig.tiny()).eval()
+
+
+def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint_loadable_and_unchanged(tmp_path, monkeypatch):
+    tiny(0).save_pretrained(tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+    def disk_full(state_dict, filename, *args, **kwargs):
+        with open(filename, "wb") as handle:  # half a file, then the disk is full
+            handle.write(b"\x00" * 64)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", disk_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        tiny(1).save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert not [path for path in tmp_path.parent.iterdir() if ".saving-" in path.name]  # no staging folder left
+    loaded = VisionTransformerForImageClassification.from_pretrained(tmp_path)
+    for name, tensor in tiny(0).state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=0, rtol=0)
+
+
+def test_saving_over_a_file_raises_and_a_new_save_replaces_stale_shards(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="it is a file"):
+        tiny().save_pretrained(tmp_path / "file")
+    folder = tmp_path / "model"
+    tiny().save_pretrained(folder, max_shard_size="20KB")
+    assert len(list(folder.glob("model-*.safetensors"))) > 1
+    tiny().save_pretrained(folder)
+    weights = sorted(path.name for path in folder.iterdir() if path.name.startswith(("model.safetensors", "model-")))
+    assert weights == ["model.safetensors"]
+    VisionTransformerForImageClassification.from_pretrained(folder)
+
+
+def test_every_saved_folder_names_its_code_in_auto_map(tmp_path):
+    tiny().save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert auto_map == {
+        "AutoConfig": "configuration_vit.VisionTransformerConfig",
+        "AutoModel": "modeling_vit.VisionTransformerModel",
+        "AutoModelForImageClassification": "modeling_vit.VisionTransformerForImageClassification",
+    }
+    for module in ("modeling_vit", "configuration_vit", "configuration_base", "checks", "attention", "pretrained"):
+        assert (tmp_path / f"{module}.py").is_file(), module
+
+
+def test_the_loss_matches_cross_entropy_and_honours_num_items_in_batch():
+    config = VisionTransformerConfig.tiny()
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 2, -100, 1])
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100)
+    torch.testing.assert_close(classification_loss(labels, logits, config), expected)
+    summed = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
+    torch.testing.assert_close(classification_loss(labels, logits, config, num_items_in_batch=6), summed / 6)
+    regression = VisionTransformerConfig.tiny(num_labels=1)
+    values = torch.randn(4)
+    torch.testing.assert_close(
+        classification_loss(values, logits[:, :1], regression), torch.nn.functional.mse_loss(logits[:, 0], values)
+    )
+    with pytest.raises(ValueError, match="regression takes float labels"):
+        classification_loss(torch.tensor([1, 0, 1, 0]), logits[:, :1], regression)
+    with pytest.raises(ValueError, match="targets in \\[0, 1\\]"):
+        classification_loss(torch.full((4, 3), 2.0), logits, config)

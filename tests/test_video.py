@@ -1,0 +1,225 @@
+"""X-CLIP video family: cross-frame attention, conversion parity with transformers' X-CLIP, frames, losses, data, the
+`train video` job and the video-classification pipeline. The REGISTRY-wide contract tests cover the rest."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers import XCLIPConfig, XCLIPModel, XCLIPVisionConfig, XCLIPVisionModel, pipeline
+
+from hf_attention import (
+    CrossFrameAttentionLayer,
+    VideoTextTransformerConfig,
+    VideoTextTransformerModel,
+    VideoTransformerConfig,
+    VideoTransformerForVideoClassification,
+    VideoTransformerModel,
+    from_transformers,
+)
+from hf_attention.cli import main
+from hf_attention.data_video import make_clips, opposite, write_mp4
+
+XCLIP_VISION = dict(
+    hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=8,
+    num_frames=3, mit_hidden_size=8, mit_intermediate_size=16, mit_num_attention_heads=2, mit_num_hidden_layers=1,
+)  # fmt: skip
+XCLIP_TEXT = dict(
+    vocab_size=50, hidden_size=12, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+    max_position_embeddings=8,
+)  # fmt: skip
+
+
+def padded_texts():
+    """Three texts, two right-padded with XCLIP's pad id 1; the end-of-text token (49, the highest id) ends each."""
+    input_ids = torch.randint(3, 40, (3, 6))
+    attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]])
+    input_ids = input_ids.masked_fill(attention_mask == 0, 1)
+    for row, end in enumerate((5, 2, 4)):
+        input_ids[row, end] = 49
+    return input_ids, attention_mask
+
+
+def test_cross_frame_attention_lets_frames_talk_and_returns_both_maps():
+    clips = torch.randn(2, 3, 5, 16)
+    changed = clips.clone()
+    changed[:, 2] += 1.0  # only the last frame changes
+    for cross_frame, first_frame_moves in ((True, True), (False, False)):
+        layer = CrossFrameAttentionLayer(16, 2, 32, cross_frame=cross_frame, attn_implementation="eager").eval()
+        before, after = layer(clips), layer(changed)
+        assert not torch.equal(before[:, 2], after[:, 2])
+        assert (not torch.allclose(before[:, 0], after[:, 0])) == first_frame_moves
+    model = VideoTransformerModel(VideoTransformerConfig.tiny()).eval()
+    outputs = model(**model.dummy_inputs, output_attentions=True)
+    assert len(outputs.cross_frame_attentions) == len(outputs.attentions) == 2
+    for cfa, ifa in zip(outputs.cross_frame_attentions, outputs.attentions):
+        assert cfa.shape == (2, 2, 3, 3)  # (batch, heads, frames, frames)
+        assert ifa.shape == (2, 3 * 2, 5 + 1, 5 + 1)  # (batch, frames * heads, tokens + message, tokens + message)
+        torch.testing.assert_close(cfa.sum(-1), torch.ones(2, 2, 3))
+        torch.testing.assert_close(ifa.sum(-1), torch.ones(2, 6, 6))
+    ablated = VideoTransformerModel(VideoTransformerConfig.tiny(temporal_modeling="none")).eval()
+    ablated_outputs = ablated(**ablated.dummy_inputs, output_attentions=True)
+    assert ablated_outputs.cross_frame_attentions == () and ablated_outputs.attentions[0].shape == (2, 6, 5, 5)
+
+
+def test_without_the_mit_nothing_tells_the_frame_order():
+    """CFA has no temporal positions (as in X-CLIP): it is permutation-equivariant over frames, so with a plain mean
+    the logits cannot depend on the order; the MIT's temporal position embeddings make them depend on it."""
+    clips = torch.randn(2, 3, 3, 16, 16)
+    shuffled = clips[:, [2, 0, 1]]
+    for pooling, order_matters in (("mean", False), ("mit", True)):
+        model = VideoTransformerForVideoClassification(VideoTransformerConfig.tiny(video_pooling=pooling)).eval()
+        with torch.no_grad():
+            same = torch.allclose(model(clips).logits, model(shuffled).logits, atol=1e-5)
+        assert same != order_matters
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_xclip_vision_model_converts_with_the_same_outputs(implementation):
+    reference = XCLIPVisionModel(XCLIPVisionConfig(**XCLIP_VISION)).eval()
+    reference.set_attn_implementation(implementation)
+    ours = from_transformers(reference)
+    assert ours.config.video_pooling == "mean" and ours.visual_projection is None  # XCLIPVisionModel has no MIT
+    clips = torch.randn(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        expected = reference(clips.flatten(0, 1), output_hidden_states=True)
+        actual = ours(clips, output_hidden_states=True)
+    torch.testing.assert_close(actual.last_hidden_state.flatten(0, 1), expected.last_hidden_state, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual.frame_embeds.flatten(0, 1), expected.pooler_output, atol=1e-5, rtol=0)
+    for mine, theirs in zip(actual.hidden_states, expected.hidden_states, strict=True):
+        torch.testing.assert_close(mine.flatten(0, 1), theirs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_xclip_model_converts_with_the_same_logits_padded_texts_included(implementation):
+    config = XCLIPConfig(text_config=XCLIP_TEXT, vision_config=XCLIP_VISION, projection_dim=8, prompt_layers=1)
+    reference = XCLIPModel(XCLIPConfig(**{**config.to_dict(), "prompt_num_attention_heads": 2})).eval()
+    reference.set_attn_implementation(implementation)
+    ours = from_transformers(reference)
+    input_ids, attention_mask = padded_texts()
+    clips = torch.randn(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        expected = reference(input_ids=input_ids, pixel_values=clips, attention_mask=attention_mask)
+        actual = ours(input_ids=input_ids, pixel_values=clips, attention_mask=attention_mask)
+        expected_video = reference.get_video_features(clips).pooler_output
+        expected_text = reference.get_text_features(input_ids, attention_mask).pooler_output
+        actual_video = ours.get_video_features(clips).pooler_output
+        actual_text = ours.get_text_features(input_ids, attention_mask).pooler_output
+    torch.testing.assert_close(actual.logits_per_video, expected.logits_per_video, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual.text_embeds, expected.text_embeds, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual_video, expected_video, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual_text, expected_text, atol=1e-5, rtol=0)
+
+
+def test_a_saved_video_text_model_fine_tunes_as_a_classifier(tmp_path):
+    video_text = VideoTextTransformerModel(VideoTextTransformerConfig.tiny()).eval()
+    video_text.save_pretrained(tmp_path)
+    classifier = VideoTransformerForVideoClassification.from_pretrained(tmp_path, num_labels=4).eval()
+    assert classifier.config.num_labels == 4 and classifier.classifier.out_features == 4
+    clips = video_text.dummy_inputs["pixel_values"]
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.video_model(clips).pooler_output, video_text.video_model(clips).pooler_output)
+    classifier.train()
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
+    labels = torch.tensor([0, 3])
+    losses = []
+    for _ in range(5):
+        loss = classifier(clips, labels=labels).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0]
+
+
+def test_frame_counts_layouts_and_sizes_are_checked():
+    model = VideoTransformerForVideoClassification(VideoTransformerConfig.tiny()).eval()
+    with pytest.raises(ValueError, match=r"\(batch, frames, channels, height, width\).*4-D"):
+        model(torch.randn(6, 3, 16, 16))
+    with pytest.raises(ValueError, match="4 frames but the model was built for num_frames=3.*interpolate_pos_encoding"):
+        model(torch.randn(2, 4, 3, 16, 16))
+    with pytest.raises(ValueError, match="1 channels but the model expects num_channels=3"):
+        model(torch.randn(2, 3, 1, 16, 16))
+    with pytest.raises(ValueError, match="24x24 don't match the model's 16x16"):
+        model(torch.randn(2, 3, 3, 24, 24))
+    with pytest.raises(TypeError, match="image processor"):
+        model(torch.randint(0, 255, (2, 3, 3, 16, 16), dtype=torch.uint8))
+    longer = torch.randn(2, 5, 3, 24, 24)
+    with torch.no_grad():
+        logits = model(longer, interpolate_pos_encoding=True).logits
+        alone = model(longer[:1], interpolate_pos_encoding=True).logits
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(alone, logits[:1])  # never split: clip 0 is the same alone or in the batch
+    positions = model.video_model.mit.temporal_positions(5, interpolate_pos_encoding=True)
+    trained = model.video_model.mit.position_embedding
+    torch.testing.assert_close(positions[:, [0, 2, 4]], trained)  # 3 -> 5 frames: the trained ones stay, in between
+
+
+def test_video_text_losses_follow_their_formulas_and_refuse_mismatched_counts():
+    model = VideoTextTransformerModel(VideoTextTransformerConfig.tiny()).eval()
+    inputs = model.dummy_inputs  # 2 videos, 3 texts
+    labels = torch.tensor([2, 0])
+    outputs = model(**inputs, labels=labels)
+    torch.testing.assert_close(outputs.loss, torch.nn.functional.cross_entropy(outputs.logits_per_video, labels))
+    assert outputs.logits_per_video.shape == (2, 3) and torch.equal(outputs.logits_per_text, outputs.logits_per_video.T)
+    with pytest.raises(ValueError, match="needs as many texts as videos, got 3 texts for 2 videos.*labels"):
+        model(**inputs, return_loss=True)
+    with pytest.raises(ValueError, match="index the 3 texts"):
+        model(**inputs, labels=torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match=r"shape \(batch_size,\) = \(2,\)"):
+        model(**inputs, labels=torch.tensor([0, 1, 2]))
+    two = {**inputs, "input_ids": inputs["input_ids"][:2], "attention_mask": inputs["attention_mask"][:2]}
+    logits = model(**two).logits_per_video
+    symmetric = model(**two, return_loss=True).loss
+    targets = torch.arange(2)
+    expected = (torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.cross_entropy(logits.T, targets)) / 2
+    torch.testing.assert_close(symmetric, expected)
+    assert model(**inputs, labels=torch.tensor([-100, -100])).loss.item() == 0.0
+
+
+def test_a_fully_padded_text_gets_zero_logits_never_nan():
+    model = VideoTextTransformerModel(VideoTextTransformerConfig.tiny())
+    inputs = model.dummy_inputs
+    inputs["attention_mask"][1] = 0
+    outputs = model(**inputs, labels=torch.tensor([0, 2]))
+    assert torch.equal(outputs.logits_per_video[:, 1], torch.zeros(2))
+    assert torch.equal(outputs.text_embeds[:, 1], torch.zeros(2, 8))
+    outputs.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_moving_glyphs_hide_the_label_from_single_frames_and_order_free_summaries():
+    glyphs = np.random.default_rng(0).integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    clips, labels = make_clips(glyphs, 16, num_frames=4, canvas_size=16, glyph_size=8, with_reversed=True)
+    assert clips.shape == (32, 4, 16, 16, 3) and np.bincount(labels, minlength=8).tolist() == [4] * 8
+    for index in range(0, 32, 2):
+        forward, backward = clips[index], clips[index + 1]
+        assert labels[index + 1] == opposite(labels[index]) != labels[index]
+        np.testing.assert_array_equal(backward, forward[::-1])  # the same frames: a mean cannot tell them apart
+        assert not np.array_equal(forward[0], forward[1])  # but the glyph does move
+        assert forward[0].sum() == forward[-1].sum()  # wrapping around the canvas: never cut off at an edge
+
+
+def test_train_video_then_the_pipeline_classifies_an_mp4(tmp_path, capsys):
+    output_dir = tmp_path / "video"
+    argv = ["train", "video", "--train-size", "16", "--test-size", "4", "--epochs", "1", "--batch-size", "8"]
+    argv += ["--num-frames", "3", "--image-size", "16", "--hidden-size", "16", "--num-layers", "1", "--num-heads", "2"]
+    assert main([*argv, "--mlp-size", "16", "--output-dir", str(output_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "reversal accuracy" in printed and "test accuracy" in printed
+    summary = json.loads((output_dir / "training_summary.json").read_text())
+    assert summary["eval_size"] == 8 and 0.0 <= summary["reversal_accuracy"] <= 1.0
+    assert json.loads((output_dir / "preprocessor_config.json").read_text())["crop_size"] == {"height": 16, "width": 16}
+    frames = np.zeros((3, 32, 32, 3), dtype=np.uint8)
+    for t in range(3):
+        frames[t, 8:16, 4 + 6 * t : 12 + 6 * t] = 255  # a square moving right
+    video_file = write_mp4(tmp_path / "clip.mp4", frames)
+    classify = pipeline("video-classification", model=str(output_dir))
+    predictions = classify(str(video_file), top_k=8)
+    model = VideoTransformerForVideoClassification.from_pretrained(output_dir).eval()
+    pixel_values = classify.image_processor(list(frames), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        probabilities = model(pixel_values).logits.softmax(-1)[0]
+    assert len(predictions) == 8
+    for prediction in predictions:  # the pipeline decoded the mp4 to (within codec rounding) the frames written
+        assert abs(prediction["score"] - probabilities[model.config.label2id[prediction["label"]]].item()) < 1e-3
