@@ -68,8 +68,10 @@ def measure(batch_size, channels, size, patch_size, num_scales, rounds, repeats)
     with torch.no_grad():
         for _ in range(rounds):
             times["vectorised"].append(timed_ms(lambda: sensor(images, locations), repeats))
-            times["per_sample_loop"].append(timed_ms(lambda: loop_glimpses(images, locations, patch_size, num_scales), repeats))
-    ratios = [loop / vectorised for loop, vectorised in zip(times["per_sample_loop"], times["vectorised"])]
+            times["per_sample_loop"].append(
+                timed_ms(lambda: loop_glimpses(images, locations, patch_size, num_scales), repeats)
+            )
+    ratios = [loop / vectorised for loop, vectorised in zip(times["per_sample_loop"], times["vectorised"], strict=True)]
     return {
         "setting": f"batch {batch_size}, {channels}x{size}x{size}, {num_scales} x {patch_size}x{patch_size}",
         "vectorised_ms": statistics.median(times["vectorised"]),

@@ -144,7 +144,9 @@ def itm_throughput(args) -> list[dict]:
             {"model": name, "itm_pairs_per_s": round(statistics.median(values), 1),
              "vs_blip": round(statistics.median(ratios), 3)}
         )  # fmt: skip
-    results.append({"fusion_parameters": {"ours": fusion_parameters, "blip_text_encoder_and_itm_head": blip_parameters}})
+    results.append(
+        {"fusion_parameters": {"ours": fusion_parameters, "blip_text_encoder_and_itm_head": blip_parameters}}
+    )
     return results
 
 
@@ -164,11 +166,21 @@ def main() -> None:
     report = {
         "benchmark": "image-text retrieval: ITC vs ITC + ITM re-ranking per query; ITM pairs/s vs BLIP's fusion",
         "setup": {
-            "width": WIDTH, "heads": HEADS, "mlp": MLP, "image_tokens": (IMAGE_SIZE // PATCH) ** 2 + 1,
-            "text_tokens": 12, "gallery": args.gallery, "fusion_layers": args.fusion_layers, "pairs": args.pairs,
-            "iterations_per_round": args.iterations, "rounds": args.rounds, "device": "cpu",
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "machine": platform.processor() or platform.machine(),
+            "width": WIDTH,
+            "heads": HEADS,
+            "mlp": MLP,
+            "image_tokens": (IMAGE_SIZE // PATCH) ** 2 + 1,
+            "text_tokens": 12,
+            "gallery": args.gallery,
+            "fusion_layers": args.fusion_layers,
+            "pairs": args.pairs,
+            "iterations_per_round": args.iterations,
+            "rounds": args.rounds,
+            "device": "cpu",
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "machine": platform.processor() or platform.machine(),
             "note": "shared 2-core machine with other jobs running: absolute times are noisy, ratios less so",
         },  # fmt: skip
         "rerank_per_query": rerank_per_query(args),

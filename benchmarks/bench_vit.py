@@ -1,17 +1,25 @@
-"""Inference throughput: our Vision Transformer vs transformers' ViTForImageClassification, side by side.
+"""Throughput of our Vision Transformer against transformers' ViTForImageClassification, side by side.
 
 Both models hold the same weights (ours is converted from theirs) and see the same batch. Timings alternate
-between the two models, round after round, so machine noise hits both alike; the median round is reported.
+between the models, round after round, so machine noise hits both alike; the median round and the median of the
+per-round ratios are reported, next to the share of a 2048^3 matmul's rate (measured in the same process, in the
+same dtype) that each model reaches. Cases: inference in float32 (eager, sdpa) and bfloat16 (sdpa), a training step
+(forward + backward) in float32 and under bfloat16 autocast, and inference with both models under
+`torch.compile` (inductor). `--against-timm` adds timm's `vit_small_patch16_224` (random weights, same shapes;
+timm needs the second venv of benchmarks/setup_reference_venv.sh).
 
-    python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, eager and sdpa
-    python benchmarks/bench_vit.py --rounds 5 --out benchmarks/results/vit_cpu.json
+    python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
+    python benchmarks/bench_vit.py --cases bf16 compile --rounds 5
+    /tmp/refvenv/bin/python benchmarks/bench_vit.py --against-timm --cases fp32 bf16 --out benchmarks/results/vit_timm_cpu.json
 """
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,55 +29,131 @@ from transformers import ViTConfig, ViTForImageClassification
 from hf_attention import from_transformers
 
 VIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
+# (case, attn_implementation, dtype, training, compiled)
+CASES = {
+    "fp32": [("inference fp32", "eager", torch.float32, False, False), ("inference fp32", "sdpa", torch.float32, False, False)],
+    "bf16": [("inference bf16", "sdpa", torch.bfloat16, False, False)],
+    "train": [("train step fp32", "sdpa", torch.float32, True, False), ("train step bf16 autocast", "sdpa", torch.bfloat16, True, False)],
+    "compile": [("inference fp32 compiled", "sdpa", torch.float32, False, True), ("inference bf16 compiled", "sdpa", torch.bfloat16, False, True)],
+}  # fmt: skip
 
 
-def images_per_second(model, pixels, iterations: int) -> float:
-    with torch.inference_mode():
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """The rate of one square matmul in `dtype`: the ceiling a matmul-bound model can reach on this machine."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    times = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        for _ in range(iterations):
-            model(pixel_values=pixels)
-        return iterations * pixels.shape[0] / (time.perf_counter() - start)
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
 
 
-def measure(implementation: str, args) -> dict:
+def vit_forward_flops(config: ViTConfig) -> float:
+    """Multiply-adds x 2 of one image's forward pass: patch embedding, attention and MLP matmuls, classifier."""
+    patches = (config.image_size // config.patch_size) ** 2
+    tokens, width, mlp = patches + 1, config.hidden_size, config.intermediate_size
+    per_layer = tokens * (4 * width * width + 2 * width * mlp) + 2 * tokens * tokens * width
+    embedding = patches * config.num_channels * config.patch_size**2 * width
+    return 2.0 * (embedding + config.num_hidden_layers * per_layer + width * config.num_labels)
+
+
+def make_step(model, pixels, dtype, training: bool):
+    """One timed unit: a forward pass, or forward + backward (bf16 training runs under autocast on fp32 weights)."""
+    if not training:
+
+        def infer():
+            with torch.inference_mode():
+                model(pixel_values=pixels)
+
+        return infer
+    labels = torch.zeros(pixels.shape[0], dtype=torch.long)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if dtype == torch.bfloat16 else nullcontext()
+
+    def train_step():
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits, labels)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return train_step
+
+
+def images_per_second(step, batch_size: int, iterations: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    return iterations * batch_size / (time.perf_counter() - start)
+
+
+def build_models(implementation: str, dtype: torch.dtype, training: bool, args) -> dict:
     config = ViTConfig(**VIT_SMALL, image_size=args.image_size, patch_size=16, num_labels=1000)
     config._attn_implementation = implementation
-    reference = ViTForImageClassification(config).eval()
+    reference = ViTForImageClassification(config)
     ours = from_transformers(reference)
     ours.set_attn_implementation(implementation)
+    models = {"transformers": reference, "hf_attention": ours}
+    if args.against_timm:
+        import timm
+
+        models["timm"] = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=args.image_size)
+    weight_dtype = torch.float32 if training else dtype  # autocast trains fp32 weights
+    return {name: model.train(training).to(weight_dtype) for name, model in models.items()}, config
+
+
+def measure(case: str, implementation: str, dtype, training: bool, compiled: bool, peaks: dict, args) -> dict:
+    models, config = build_models(implementation, dtype, training, args)
     pixels = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    pixels = pixels if training else pixels.to(dtype)
     with torch.inference_mode():
-        max_difference = (ours(pixels).logits - reference(pixels).logits).abs().max().item()
-    for model in (reference, ours):  # warm-up
-        images_per_second(model, pixels, 2)
-    theirs_rounds, ours_rounds = [], []
+        reference_logits = models["transformers"].eval()(pixel_values=pixels).logits.float()
+        difference = (models["hf_attention"].eval()(pixel_values=pixels).logits.float() - reference_logits).abs().max()
+    if compiled:
+        models = {name: torch.compile(model) for name, model in models.items()}
+    steps = {name: make_step(model.train(training), pixels, dtype, training) for name, model in models.items()}
+    for step in steps.values():  # warm-up (and compilation)
+        step()
+        step()
+    rounds = {name: [] for name in steps}
     for _ in range(args.rounds):
-        theirs_rounds.append(images_per_second(reference, pixels, args.iterations))
-        ours_rounds.append(images_per_second(ours, pixels, args.iterations))
-    ratios = [o / t for o, t in zip(ours_rounds, theirs_rounds, strict=True)]
-    return {
-        "attn_implementation": implementation,
-        "transformers_images_per_s": round(statistics.median(theirs_rounds), 2),
-        "hf_attention_images_per_s": round(statistics.median(ours_rounds), 2),
-        "ratio": round(statistics.median(ratios), 3),
-        "ratio_per_round": [round(r, 3) for r in ratios],
-        "max_abs_logit_difference": max_difference,
-    }
+        for name, step in steps.items():
+            rounds[name].append(images_per_second(step, args.batch_size, args.iterations))
+    flops_per_image = vit_forward_flops(config) * (3 if training else 1)  # backward ~ twice the forward
+    peak = peaks[torch.bfloat16 if dtype == torch.bfloat16 else torch.float32]
+    row = {"case": case, "attn_implementation": implementation, "max_abs_logit_difference": float(difference)}
+    for name, values in rounds.items():
+        row[f"{name}_images_per_s"] = round(statistics.median(values), 2)
+        row[f"{name}_share_of_matmul_peak"] = round(statistics.median(values) * flops_per_image / 1e9 / peak, 3)
+    for name in rounds:
+        if name == "transformers":
+            continue
+        ratios = [ours / theirs for ours, theirs in zip(rounds[name], rounds["transformers"], strict=True)]
+        key = "ratio" if name == "hf_attention" else f"{name}_vs_transformers"
+        row[key] = round(statistics.median(ratios), 3)
+        row[f"{key}_per_round"] = [round(ratio, 3) for ratio in ratios]
+    if "timm" in rounds:
+        ratios = [ours / theirs for ours, theirs in zip(rounds["hf_attention"], rounds["timm"], strict=True)]
+        row["hf_attention_vs_timm"] = round(statistics.median(ratios), 3)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--iterations", type=int, default=5, help="forward passes per timed round")
+    parser.add_argument("--iterations", type=int, default=3, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--implementations", nargs="+", default=["eager", "sdpa"])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["fp32", "bf16", "train", "compile"])
+    parser.add_argument("--against-timm", action="store_true", help="add timm's vit_small_patch16_224")
     parser.add_argument("--out", default="benchmarks/results/vit_cpu.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    results = [measure(implementation, args) for implementation in args.implementations]
+    peaks = {dtype: matmul_gflops(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    results = [measure(*spec, peaks, args) for name in args.cases for spec in CASES[name]]
     report = {
-        "benchmark": "ViT-S/16 inference, ours vs transformers.ViTForImageClassification (same weights)",
+        "benchmark": "ViT-S/16, ours vs transformers.ViTForImageClassification (same weights), "
+        "images per second, medians of interleaved rounds",
         "setup": {
             "batch_size": args.batch_size,
             "image_size": args.image_size,
@@ -80,17 +164,20 @@ def main() -> None:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "machine": platform.processor() or platform.machine(),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            "matmul_2048_gflops": {"float32": round(peaks[torch.float32], 1), "bfloat16": round(peaks[torch.bfloat16], 1)},
         },
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("| attention | transformers (img/s) | hf_attention (img/s) | ratio |")
-    print("|---|---|---|---|")
+    print("| case | attention | transformers (img/s) | hf_attention (img/s) | ratio | share of matmul peak (theirs / ours) |")
+    print("|---|---|---|---|---|---|")
     for row in results:
         print(
-            f"| {row['attn_implementation']} | {row['transformers_images_per_s']} | "
-            f"{row['hf_attention_images_per_s']} | {row['ratio']}x |"
+            f"| {row['case']} | {row['attn_implementation']} | {row['transformers_images_per_s']} | "
+            f"{row['hf_attention_images_per_s']} | {row['ratio']}x | "
+            f"{row['transformers_share_of_matmul_peak']:.0%} / {row['hf_attention_share_of_matmul_peak']:.0%} |"
         )
 
 

@@ -21,16 +21,15 @@ import torch
 from transformers import Trainer, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, set_seed
 
 from hf_attention.cli import build_parser
-from hf_attention.modeling_image_text import VisionTextCrossAttentionModel
 from hf_attention.training import make_image_processor
 from hf_attention.training_image_text import (
     ImageTextPairs,
     build_model,
     load_pairs,
     make_collator,
+    pair_training_arguments,
     process_images,
     retrieval_recall,
-    training_arguments,
 )
 
 
@@ -45,7 +44,8 @@ def recall_of(logits_per_image: torch.Tensor) -> dict:
 
 
 def train(model, train_pairs, collate, args, output_dir) -> float:
-    trainer = Trainer(model=model, args=training_arguments(args, output_dir, len(train_pairs)), train_dataset=train_pairs,
+    arguments = pair_training_arguments(args, output_dir, len(train_pairs))
+    trainer = Trainer(model=model, args=arguments, train_dataset=train_pairs,
                       data_collator=collate)  # fmt: skip
     start = time.perf_counter()
     trainer.train()
@@ -91,7 +91,9 @@ def main() -> None:
     seconds["ours ITC + ITM"] = train(model, train_pairs, collate, args, f"{table_args.work_dir}/itm")
     recall = retrieval_recall(model, test_pairs.pixel_values, tokenizer, test_pairs.texts, args.rerank_k, max_length)
     for name, values in recall.items():
-        label = "ours, trained ITC + ITM, ranked by " + ("ITC alone" if name == "ITC" else f"ITC, top {args.rerank_k} re-ranked by ITM")
+        label = "ours, trained ITC + ITM, ranked by " + (
+            "ITC alone" if name == "ITC" else f"ITC, top {args.rerank_k} re-ranked by ITM"
+        )
         rows.append({"model": label, **values})
 
     set_seed(args.seed)
@@ -99,7 +101,12 @@ def main() -> None:
     itc_only, _ = build_model(args, train_pairs.texts)
     itc_only.vision_text_model.load_state_dict(untrained.state_dict())
     seconds["ours ITC only"] = train(itc_only, train_pairs, collate, args, f"{table_args.work_dir}/itc")
-    rows.append({"model": "ours, trained ITC only (dual encoder)", **dual_encoder_recall(itc_only.vision_text_model, test_pairs, tokenizer, max_length)})
+    rows.append(
+        {
+            "model": "ours, trained ITC only (dual encoder)",
+            **dual_encoder_recall(itc_only.vision_text_model, test_pairs, tokenizer, max_length),
+        }
+    )
 
     set_seed(args.seed)
     towers = copy.deepcopy(untrained)
@@ -108,7 +115,12 @@ def main() -> None:
     )
     dual = VisionTextDualEncoderModel(dual_config, vision_model=towers.vision_model, text_model=towers.text_model)
     seconds["VisionTextDualEncoderModel"] = train(dual, train_pairs, collate, args, f"{table_args.work_dir}/dual")
-    rows.append({"model": "transformers VisionTextDualEncoderModel, same towers (ITC)", **dual_encoder_recall(dual, test_pairs, tokenizer, max_length)})
+    rows.append(
+        {
+            "model": "transformers VisionTextDualEncoderModel, same towers (ITC)",
+            **dual_encoder_recall(dual, test_pairs, tokenizer, max_length),
+        }
+    )
 
     report = {
         "benchmark": "held-out OpenMoji retrieval, one training budget per row",
@@ -116,7 +128,8 @@ def main() -> None:
                   "batch_size": args.batch_size, "learning_rate": args.learning_rate, "image_size": args.image_size,
                   "hidden_size": args.hidden_size, "vision_layers": args.num_layers,
                   "text_layers": max(1, args.num_layers - 2), "fusion_layers": args.fusion_layers,
-                  "rerank_k": args.rerank_k, "seed": args.seed, "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
+                  "rerank_k": args.rerank_k, "seed": args.seed,
+                  "train_seconds": {k: round(v, 1) for k, v in seconds.items()},
                   "device": "cpu, shared 2-core machine", "data": "OpenMoji, CC BY-SA 4.0"},
         "rows": rows,
     }  # fmt: skip

@@ -28,5 +28,6 @@ fi
 cd "$REPO"
 "$PY" -m pytest -q tests/test_reference_libraries.py -rs
 if [ -z "${SKIP_BENCH:-}" ]; then
-    "$PY" benchmarks/bench_vit.py --against-timm
+    # its own JSON: these figures come from torch 2.14.1, the main table's from 2.13.0
+    "$PY" benchmarks/bench_vit.py --against-timm --cases fp32 bf16 --out benchmarks/results/vit_timm_cpu.json
 fi

@@ -18,7 +18,7 @@ from hf_attention.training_glimpse import fit_glimpse
 from hf_attention.visualize_glimpse import draw_glimpse_paths
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-parser.add_argument("--train-size", default="1000")
+parser.add_argument("--train-size", default="500")
 parser.add_argument("--epochs", default="1")
 parser.add_argument("--data-dir")
 options, _ = parser.parse_known_args()  # under a test runner, its own arguments are ignored
@@ -32,14 +32,17 @@ print(f"glimpse paths of the trained model: {summary.output_dir}/glimpse_paths.p
 
 # the same picture by hand: any images, any model output's glimpse_locations
 classifier = pipeline("image-classification", model=summary.output_dir)
-test_images = classifier.image_processor(
-    [torch.zeros(60, 60, 3, dtype=torch.uint8).numpy()] * 2, return_tensors="pt"
-)["pixel_values"]
+test_images = classifier.image_processor([torch.zeros(60, 60, 3, dtype=torch.uint8).numpy()] * 2, return_tensors="pt")[
+    "pixel_values"
+]
 with torch.no_grad():
     outputs = model.eval()(test_images)
 picture = draw_glimpse_paths(test_images, outputs.glimpse_locations, model.config.patch_size, model.config.num_scales)
 picture.save("blank_canvas_glimpses.png")
-print("on a blank canvas the policy looks at", [tuple(round(v, 2) for v in xy) for xy in outputs.glimpse_locations[0].tolist()])
+print(
+    "on a blank canvas the policy looks at",
+    [tuple(round(v, 2) for v in xy) for xy in outputs.glimpse_locations[0].tolist()],
+)
 
 # the pipeline (the saved ViTImageProcessor + the model) gives the model's own probabilities
 canvas = Image.new("L", (60, 60))
@@ -48,4 +51,5 @@ top = classifier(canvas, top_k=1)[0]
 with torch.no_grad():
     pixels = classifier.image_processor(canvas.convert("RGB"), return_tensors="pt")["pixel_values"]
     probability = model(pixels).logits.softmax(-1)[0, model.config.label2id[top["label"]]]
-print(f"pipeline says {top['label']!r}; max |pipeline score - model probability| = {abs(top['score'] - float(probability)):.1e}")
+difference = abs(top["score"] - float(probability))
+print(f"pipeline says {top['label']!r}; max |pipeline score - model probability| = {difference:.1e}")

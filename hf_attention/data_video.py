@@ -77,8 +77,9 @@ def make_clips(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`num_clips` clips (N, frames, canvas, canvas, 3) uint8 RGB and their direction labels (N,).
 
-    Directions are balanced; glyph (resized to `glyph_size`), start and speed (pixels per frame) are random. `with_reversed=True` returns
-    every clip followed by itself played backwards (labelled with the opposite direction): 2N clips.
+    Directions are balanced; glyph (resized to `glyph_size`), start and speed (pixels per frame) are random.
+    `with_reversed=True` returns every clip followed by itself played backwards (labelled with the opposite
+    direction): 2N clips.
     """
     if num_clips <= 0 or num_frames < 2:
         raise ValueError(f"Need at least one clip of at least 2 frames, got {num_clips} clips of {num_frames} frames.")

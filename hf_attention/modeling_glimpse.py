@@ -40,7 +40,7 @@ class GlimpseSensor(nn.Module):
 
     Patch s is `patch_size * 2**s` pixels wide and is the area average of its pixels over 2**s x 2**s blocks, read
     with one `grid_sample` per scale for the whole batch from an average-pooled image pyramid. Parts of a patch that
-    leave the image read zeros. Any image height and width work (the pyramid pads the bottom and right edges to a
+    leave the image read zeros (of `pixel_values`: mid-grey after a normalisation to [-1, 1]). Any image height and width work (the pyramid pads the bottom and right edges to a
     multiple of the coarsest block, which moves no coordinate). When a patch's left/top edge falls on a multiple of
     2**s pixels, the result equals cropping the zero-padded image and average-pooling it exactly; in between, the
     pooled pixels are interpolated bilinearly, so the patches move smoothly with the location.
@@ -97,7 +97,9 @@ class GlimpseSensor(nn.Module):
 def check_locations(locations: torch.Tensor, batch_size: int) -> None:
     """Locations must be (batch, 2) finite (x, y) in [-1, 1]; pixel coordinates are the usual mistake."""
     if locations.dim() != 2 or locations.shape != (batch_size, 2):
-        raise ValueError(f"`locations` must have shape (batch={batch_size}, 2) as (x, y), got {tuple(locations.shape)}.")
+        raise ValueError(
+            f"`locations` must have shape (batch={batch_size}, 2) as (x, y), got {tuple(locations.shape)}."
+        )
     if not locations.is_floating_point():
         raise TypeError(f"`locations` must be a float tensor of (x, y) in [-1, 1], got dtype {locations.dtype}.")
     if locations.numel() and not is_compiling():
@@ -200,6 +202,22 @@ class LocationPolicy(nn.Module):
         return locations.clamp(-1.0, 1.0), log_probs
 
 
+class RewardBaseline(nn.Module):
+    """b_t = w . h_t.detach() + c: the learned expected reward, subtracted from R to cut REINFORCE's variance.
+
+    A dot product rather than an `nn.Linear` with one output: BLAS's one-column kernels round differently with the
+    weight's memory alignment, so a saved and reloaded model would give baselines one ulp apart.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(hidden_size))
+        self.bias = nn.Parameter(torch.empty(1))
+
+    def forward(self, hidden_state: torch.Tensor) -> torch.Tensor:
+        return (hidden_state.detach().float() * self.weight.float()).sum(-1) + self.bias.float()
+
+
 def random_locations(batch_size: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Locations uniform on [-1, 1]^2 and their log-density, log(1/4): the untrained-policy ablation."""
     locations = torch.rand(batch_size, 2, device=like.device) * 2 - 1
@@ -290,6 +308,10 @@ class RecurrentAttentionPreTrainedModel(HFAttentionPreTrainedModel):
             bound = 1 / math.sqrt(module.hidden_size)
             for parameter in module.parameters():
                 init.uniform_(parameter, -bound, bound)
+        elif isinstance(module, RewardBaseline):
+            bound = 1 / math.sqrt(module.weight.shape[0])
+            init.uniform_(module.weight, -bound, bound)
+            init.zeros_(module.bias)
         elif isinstance(module, LocationPolicy):
             bound = 1 / math.sqrt(module.weight.shape[1])
             init.uniform_(module.weight, -bound, bound)
@@ -303,7 +325,7 @@ class RecurrentAttentionModel(RecurrentAttentionPreTrainedModel):
         super().__init__(config)
         self.step = RecurrentAttentionStep(config)
         self.location_policy = LocationPolicy(config.hidden_size, config.location_std)
-        self.baseline = nn.Linear(config.hidden_size, 1)
+        self.baseline = RewardBaseline(config.hidden_size)
         self.post_init()
 
     @capture_outputs(tie_last_hidden_states=False)
@@ -334,7 +356,7 @@ class RecurrentAttentionModel(RecurrentAttentionPreTrainedModel):
                 location, log_prob = random_locations(batch_size, hidden_state)
             else:
                 location, log_prob = self.location_policy(hidden_state, sample)
-            baselines.append(self.baseline(hidden_state.detach()).squeeze(-1).float())
+            baselines.append(self.baseline(hidden_state))
             hidden_state, cell_state = self.step(
                 hidden_state, cell_state, location, pyramid=pyramid, image_size=image_size
             )
@@ -432,4 +454,5 @@ __all__ = [
     "RecurrentAttentionModel",
     "RecurrentAttentionPreTrainedModel",
     "RecurrentAttentionStep",
+    "RewardBaseline",
 ]

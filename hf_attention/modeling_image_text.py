@@ -116,7 +116,8 @@ class CLIPResidualTextModel(HFAttentionPreTrainedModel):
         if length > self.config.max_position_embeddings:
             raise ValueError(
                 f"The texts are {length} tokens long but the model covers max_position_embeddings="
-                f"{self.config.max_position_embeddings}; truncate them (tokenizer(..., truncation=True, max_length=...))."
+                f"{self.config.max_position_embeddings}; truncate them "
+                "(tokenizer(..., truncation=True, max_length=...))."
             )
         if token_type_ids is not None and bool((token_type_ids != 0).any()):
             raise ValueError("This text tower has a single segment: token_type_ids must be all zeros (or not passed).")
@@ -135,7 +136,9 @@ class CLIPResidualTextModel(HFAttentionPreTrainedModel):
         for block in self.resblocks:
             hidden_states = block(hidden_states, attention_mask=mask, **kwargs)
         hidden_states = self.final_layer_norm(hidden_states)
-        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=self._pool(hidden_states, mask))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states, pooler_output=self._pool(hidden_states, mask)
+        )
 
     def _pool(self, hidden_states: torch.Tensor, mask) -> torch.Tensor:
         if mask is None:
@@ -181,7 +184,9 @@ class ImageTextFusionLayer(GradientCheckpointingLayer):
             hidden_size, heads, key_dim=context_size, dropout=dropout, config=config
         )
         self.mlp_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.mlp = ImageTextFusionMLP(hidden_size, config.fusion_intermediate_size or 4 * hidden_size, config.hidden_act)
+        self.mlp = ImageTextFusionMLP(
+            hidden_size, config.fusion_intermediate_size or 4 * hidden_size, config.hidden_act
+        )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, context, self_mask=None, cross_mask=None, **kwargs) -> torch.Tensor:
@@ -341,7 +346,9 @@ class VisionTextCrossAttentionPreTrainedModel(HFAttentionPreTrainedModel):
         text_kwargs = {key[5:]: kwargs.pop(key) for key in list(kwargs) if key.startswith("text_")}
         vision_model = _load_tower(VisionTransformerModel, vision_model_name_or_path, vision_kwargs)
         text_model = _load_tower(AutoModel, text_model_name_or_path, text_kwargs)
-        config = VisionTextCrossAttentionConfig.from_vision_text_configs(vision_model.config, text_model.config, **kwargs)
+        config = VisionTextCrossAttentionConfig.from_vision_text_configs(
+            vision_model.config, text_model.config, **kwargs
+        )
         base = VisionTextCrossAttentionModel(config, vision_model=vision_model, text_model=text_model)
         if cls is VisionTextCrossAttentionModel:
             return base
@@ -501,7 +508,8 @@ def _load_tower(loader, name_or_path, kwargs) -> PreTrainedModel:
 
 
 def build_text_model(text_config) -> PreTrainedModel:
-    if isinstance(text_config, CLIPResidualTextConfig):
+    # by model_type, not isinstance: under trust_remote_code the config class may come from another copy of the file
+    if text_config.model_type == CLIPResidualTextConfig.model_type:
         return CLIPResidualTextModel(text_config)
     return AutoModel.from_config(text_config)
 
@@ -559,7 +567,8 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
         returns loss = ITC + `itm_loss_weight` * ITM over matched pairs (image i with text i).
         """
         outputs = self.vision_text_model(
-            input_ids, attention_mask, pixel_values, position_ids, token_type_ids, return_loss, interpolate_pos_encoding,
+            input_ids, attention_mask, pixel_values, position_ids, token_type_ids, return_loss,
+            interpolate_pos_encoding,
             **kwargs,
         )  # fmt: skip
         if not return_loss:
@@ -595,7 +604,9 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
         with torch.no_grad():
             weights = torch.softmax(logits.float(), dim=-1)
             weights.fill_diagonal_(0.0)
-            weights = weights + (weights.sum(-1, keepdim=True) == 0) * (1 - torch.eye(len(weights), device=weights.device))
+            weights = weights + (weights.sum(-1, keepdim=True) == 0) * (
+                1 - torch.eye(len(weights), device=weights.device)
+            )
             if self.training:
                 return torch.multinomial(weights, 1).squeeze(-1)
             return weights.argmax(dim=-1)
@@ -616,7 +627,9 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
         if query not in ("image", "text"):
             raise ValueError(f"`query` must be 'image' or 'text', got {query!r}.")
         model = self.vision_text_model
-        images = _batched(lambda start: model.encode_images(pixel_values[start : start + batch_size]), len(pixel_values), batch_size)
+        images = _batched(
+            lambda start: model.encode_images(pixel_values[start : start + batch_size]), len(pixel_values), batch_size
+        )
         texts = _batched(
             lambda start: model.encode_texts(
                 input_ids[start : start + batch_size],
@@ -645,7 +658,9 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
             return ImageTextRanking(indices=order, scores=scores)
         candidates = order[:, :top_k]
         queries = torch.arange(scores.shape[0], device=scores.device)[:, None].expand(-1, top_k).reshape(-1)
-        image_index, text_index = (queries, candidates.reshape(-1)) if query == "image" else (candidates.reshape(-1), queries)
+        image_index, text_index = (
+            (queries, candidates.reshape(-1)) if query == "image" else (candidates.reshape(-1), queries)
+        )
         logits = self.vision_text_model.match(
             image_tokens[image_index], text_tokens[text_index], None if text_mask is None else text_mask[text_index]
         )

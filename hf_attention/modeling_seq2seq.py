@@ -317,8 +317,7 @@ class RecurrentSeq2SeqModel(RecurrentSeq2SeqPreTrainedModel):
 
 def token_loss(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the label tokens that are not -100 (already aligned with the logits: no causal-LM
-    shift). Labels are checked first; a batch whose labels are all -100 gives 0, never NaN."""
-    check_labels(labels, logits, "single_label_classification")
+    shift); a batch whose labels are all -100 gives 0, never NaN."""
     labels = labels.to(logits.device).flatten()
     total = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=-100, reduction="sum")
     return total / (labels != -100).sum().clamp(min=1)
@@ -362,6 +361,9 @@ class RecurrentSeq2SeqForConditionalGeneration(RecurrentSeq2SeqPreTrainedModel, 
             Target tokens ending with `eos_token_id`, -100 where no loss is wanted (padding). When given without
             `decoder_input_ids`, the decoder reads the labels shifted right (teacher forcing).
         """
+        if labels is not None:  # before the shift, so that a bad label is reported as a label
+            logits_shape = torch.empty(*labels.shape, self.config.vocab_size, device="meta")
+            check_labels(labels, logits_shape, "single_label_classification")
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
         outputs = self.model(

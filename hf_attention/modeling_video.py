@@ -12,7 +12,6 @@ frames -> patch embeddings + class token + positions -> pre-norm -> layers, each
 """
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from einops import rearrange
@@ -66,7 +65,9 @@ class IntraFrameAttention(MultiHeadAttention):
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs):
         num_frames = hidden_states.shape[1]
-        qkv = rearrange(self.qkv_proj(hidden_states), "b f n (three h d) -> three b (f h) n d", three=3, h=self.num_heads)
+        qkv = rearrange(
+            self.qkv_proj(hidden_states), "b f n (three h d) -> three b (f h) n d", three=3, h=self.num_heads
+        )
         output, probs = dot_product_attention(
             self,
             *qkv.unbind(0),
@@ -235,9 +236,7 @@ class VideoSpecificPromptGeneratorLayer(nn.Module):
         )
         self.projection_dropout = nn.Dropout(projection_dropout)
         self.norm3 = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
-        self.mlp = nn.ModuleDict(
-            dict(fc1=nn.Linear(embed_dim, 4 * embed_dim), fc2=nn.Linear(4 * embed_dim, embed_dim))
-        )
+        self.mlp = nn.ModuleDict(dict(fc1=nn.Linear(embed_dim, 4 * embed_dim), fc2=nn.Linear(4 * embed_dim, embed_dim)))
         self.activation = ACT2FN[hidden_act]
         self.mlp_dropout = nn.Dropout(attention_dropout)
 
@@ -787,7 +786,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         # the text maps are (num_texts, ...), not per video: get_text_features returns them
         text_kwargs = {**kwargs, "output_attentions": False}
         text_outputs = self.get_text_features(input_ids, attention_mask, position_ids=position_ids, **text_kwargs)
-        batch_size, num_texts = video_outputs.pooler_output.shape[0], text_outputs.pooler_output.shape[0]
+        batch_size = video_outputs.pooler_output.shape[0]
         texts = text_outputs.pooler_output.expand(batch_size, -1, -1)
         visual = self.visual_prompt_tokens(video_outputs.last_hidden_state)
         texts = texts + self.prompts_generator(texts, visual)

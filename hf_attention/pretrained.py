@@ -21,11 +21,10 @@ from difflib import get_close_matches
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors import SafetensorError
+from torch import nn
 from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,13 @@ def _pick(items, spec: str, name: str, index: int):
     return items[index]
 
 
+@lru_cache(maxsize=1)
+def _digits_test_images() -> list[Image.Image]:
+    from .data import load_image_dataset
+
+    return load_image_dataset("digits")["test"]["image"]
+
+
 def _fashion_mnist_test_image(spec: str, index: int) -> Image.Image:
     """Test image `index` in file order, without building the 70,000-image dataset."""
     from .data import FASHION_MNIST_DIR, _idx_file, read_idx
@@ -82,9 +90,7 @@ def load_built_in(spec: str):
         return None
     name, index = built_in.group(1), int(built_in.group(2))
     if name == "digits":
-        from .data import load_image_dataset
-
-        return _pick(load_image_dataset("digits")["test"]["image"], spec, name, index)
+        return _pick(_digits_test_images(), spec, name, index)
     if name == "fashion-mnist":
         return _fashion_mnist_test_image(spec, index)
     if name == "translated-fashion-mnist":  # the glimpse model's data: pasted at a random place (seeded by INDEX)
@@ -249,6 +255,8 @@ def show(
     output = Path(output)
     if output.suffix.lower() != ".png":
         raise ValueError(f"--output must name a .png file, got {output}.")
+    if panel_size < 64 or dpi <= 0:
+        raise ValueError(f"--panel-size must be at least 64 pixels and --dpi positive, got {panel_size} and {dpi}.")
     model, processor = load_model_and_processor(model_name_or_path, revision)
     picture = draw(model, processor, input_spec, model_name_or_path, text, query_pixel, panel_size, dpi, revision)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -110,13 +110,14 @@ class ProcessedImages(torch.utils.data.Dataset):
 
 
 def shift_pixels(pixels: torch.Tensor, max_fraction: float) -> torch.Tensor:
-    """Translate a (channels, height, width) tensor by up to `max_fraction` of its size in each direction."""
+    """`random_shift` on a (channels, height, width) tensor: the same draws give the same image (output pixel
+    (y, x) is input pixel (y + dy, x + dx), the border takes the top-left value)."""
     height, width = pixels.shape[-2:]
-    max_y, max_x = round(height * max_fraction), round(width * max_fraction)
-    dy, dx = random.randint(-max_y, max_y), random.randint(-max_x, max_x)
+    max_x, max_y = round(width * max_fraction), round(height * max_fraction)
+    dx, dy = random.randint(-max_x, max_x), random.randint(-max_y, max_y)
     shifted = pixels[:, :1, :1].expand_as(pixels).clone()
-    shifted[:, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = pixels[
-        :, max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    shifted[:, max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)] = pixels[
+        :, max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)
     ]
     return shifted
 
@@ -152,6 +153,35 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
 def accuracy(eval_prediction) -> dict[str, float]:
     logits, labels = eval_prediction
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def training_arguments(args, output_dir: str | Path, **overrides) -> TrainingArguments:
+    """The `TrainingArguments` every `hf-attention train` job shares, from its common flags; `overrides` win.
+
+    `use_cpu` is set where no accelerator is present: under `torchrun` / `accelerate launch --multi_gpu` on CPUs,
+    transformers otherwise sees one process instead of a distributed run.
+    """
+    settings = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=max(args.batch_size, 256),
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        label_smoothing_factor=getattr(args, "label_smoothing", None) or 0.0,
+        warmup_steps=args.warmup_ratio,
+        lr_scheduler_type="cosine",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=50,
+        report_to="none",
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        seed=args.seed,
+        dataloader_num_workers=0,
+        use_cpu=not (torch.cuda.is_available() or torch.xpu.is_available() or torch.backends.mps.is_available()),
+    )
+    return TrainingArguments(**{**settings, **overrides})
 
 
 def save_for_pipeline(trainer: Trainer, processor, output_dir: str | Path) -> None:

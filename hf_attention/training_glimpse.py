@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from .data_glimpse import TRANSLATED_FASHION_MNIST
 
@@ -120,7 +120,14 @@ def fit_glimpse(args: argparse.Namespace, dataset=None):
 
     from .data_glimpse import load_glimpse_dataset, prepare_glimpse_dataset
     from .modeling_glimpse import RecurrentAttentionForImageClassification
-    from .training import TrainingSummary, accuracy, collate, make_image_processor
+    from .training import (
+        TrainingSummary,
+        accuracy,
+        collate,
+        make_image_processor,
+        save_for_pipeline,
+        training_arguments,
+    )
 
     args = _check_arguments(args)
     set_seed(args.seed)
@@ -134,7 +141,7 @@ def fit_glimpse(args: argparse.Namespace, dataset=None):
     output_dir = args.output_dir or f"outputs/glimpse-{args.dataset}"
     trainer = RewardLoggingTrainer(
         model=model,
-        args=_training_arguments(args, output_dir),
+        args=training_arguments(args, output_dir),
         train_dataset=prepared["train"],
         eval_dataset=prepared["test"],
         data_collator=collate,
@@ -144,8 +151,7 @@ def fit_glimpse(args: argparse.Namespace, dataset=None):
     trainer.train()
     train_seconds = time.perf_counter() - start
     metrics = trainer.evaluate()
-    model.save_pretrained(output_dir)  # not trainer.save_model: it also pickles training_args.bin
-    processor.save_pretrained(output_dir)
+    save_for_pipeline(trainer, processor, output_dir)
     summary = TrainingSummary(
         dataset=args.dataset,
         train_size=len(dataset["train"]),
@@ -156,32 +162,14 @@ def fit_glimpse(args: argparse.Namespace, dataset=None):
         epochs=args.epochs,
         num_parameters=model.num_parameters(),
         output_dir=str(Path(output_dir).resolve()),
+        num_processes=trainer.args.world_size,
     )
+    if not trainer.is_world_process_zero():
+        return summary, model
     summary.save()
     if args.num_pictures > 0:
         save_glimpse_picture(model, prepared["test"], Path(output_dir) / PICTURE_FILE, args.num_pictures)
     return summary, model
-
-
-def _training_arguments(args: argparse.Namespace, output_dir: str) -> TrainingArguments:
-    return TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(args.batch_size, 256),
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,
-        lr_scheduler_type="cosine",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=False,
-        seed=args.seed,
-        dataloader_num_workers=0,
-    )
 
 
 @torch.no_grad()
@@ -196,7 +184,7 @@ def save_glimpse_picture(model, test_split, path: Path, count: int) -> Path:
     predictions = outputs.logits.argmax(-1).tolist()
     captions = [
         f"{names[int(label)]}" + ("" if int(label) == guess else f" (said {names[guess]})")
-        for label, guess in zip(batch["labels"], predictions)
+        for label, guess in zip(batch["labels"], predictions, strict=True)
     ]
     picture = draw_glimpse_paths(
         batch["pixel_values"],

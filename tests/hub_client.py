@@ -213,7 +213,8 @@ def push_with_trainer(folder: Path) -> None:
     repo_id = f"{NAMESPACE}/trainer-route"
     model = tiny_classifier(0).train()
     inputs = model.dummy_inputs
-    examples = [{"pixel_values": pixels, "labels": torch.tensor(i % 3)} for i, pixels in enumerate(inputs["pixel_values"])]
+    pixels = inputs["pixel_values"]
+    examples = [{"pixel_values": image, "labels": torch.tensor(i % 3)} for i, image in enumerate(pixels)]
     arguments = transformers.TrainingArguments(
         output_dir=str(folder / "trainer"), max_steps=1, per_device_train_batch_size=2, report_to="none",
         push_to_hub=True, hub_model_id=repo_id, hub_strategy="end", save_strategy="no", use_cpu=True,

@@ -1,4 +1,8 @@
-"""`accelerate launch` runs the training job on several processes and one loadable model comes out."""
+"""`accelerate launch` runs the training job on several processes and one loadable model comes out.
+
+On CPUs the multi-process launcher is `accelerate launch --multi_gpu` (torchrun underneath, gloo on CPU);
+`accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is configured.
+"""
 
 import json
 import os
@@ -18,7 +22,7 @@ ACCELERATE = shutil.which("accelerate")
 def test_two_cpu_processes_train_and_the_main_process_saves_one_model(tmp_path):
     output_dir = tmp_path / "vit"
     command = [
-        ACCELERATE, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+        ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
         "--dynamo_backend", "no", "-m", "hf_attention.cli", "train", "vit", "--epochs", "1", "--train-size", "64",
         "--batch-size", "16", "--num-layers", "1", "--hidden-size", "32", "--mlp-size", "64", "--output-dir",
         str(output_dir),

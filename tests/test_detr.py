@@ -3,6 +3,7 @@ handles padded images the way DETR must."""
 
 import pytest
 import torch
+from padding_checks import MASK_IDS, NOT_ZERO_ONE, bad_masks
 from transformers import DetrConfig
 from transformers.models.detr.modeling_detr import DetrDecoderLayer, DetrEncoderLayer, DetrSinePositionEmbedding
 
@@ -170,8 +171,10 @@ def test_bad_inputs_raise_errors_that_name_the_problem():
         model(torch.randn(2, 3, 3, 4))
     with pytest.raises(ValueError, match=r"pixel_mask must have the feature map's shape .* \(2, 3, 4\).*got shape"):
         model(torch.randn(2, 8, 3, 4), torch.ones(2, 4, 3))
-    with pytest.raises(ValueError, match="hold 1 for real pixels, 0 for padding"):
-        model(torch.randn(2, 8, 3, 4), torch.full((2, 3, 4), 2))
+    with pytest.raises(TypeError, match="`feature_map` must be a floating-point tensor"):
+        model(torch.ones(2, 8, 3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty maps"):
+        model(torch.randn(2, 8, 0, 4))
     with pytest.raises(ValueError, match=r"position_embeddings must have the shape .* \(2, 6, 16\), got \(2, 5, 16\)"):
         DETRTransformerEncoderLayer(16, 4, 32)(torch.randn(2, 6, 16), position_embeddings=torch.randn(2, 5, 16))
 
@@ -226,3 +229,35 @@ def test_detr_models_that_do_not_fit_the_config_are_refused():
         from_transformers(tiny_reference_detr(decoder_ffn_dim=64))
     with pytest.raises(ValueError, match="Only DETR's sine position embeddings convert, got .*'learned'"):
         from_transformers(tiny_reference_detr(position_embedding_type="learned"))
+
+
+@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 12), ids=MASK_IDS)
+def test_pixel_masks_that_are_not_zero_one_are_refused(kind, mask, message):
+    model = DETRTransformerModel(tiny_config())
+    if mask.dim() != 2 or mask.shape[0] != 2:
+        with pytest.raises(ValueError, match=r"pixel_mask must have the feature map's shape"):
+            model(torch.randn(2, 8, 3, 4), mask)
+        return
+    with pytest.raises(ValueError, match=f"`pixel_mask` must hold {NOT_ZERO_ONE}"):
+        model(torch.randn(2, 8, 3, 4), mask.view(2, 3, 4))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_nan_in_padded_pixels_never_reaches_the_object_embeddings(implementation):
+    model = DETRTransformerModel(tiny_config()).eval()
+    model.set_attn_implementation(implementation)
+    inputs = model.dummy_inputs  # the second map is padded to the right of column 3
+    clean = model(**inputs)
+    inputs["feature_map"][1, :, :, 3:] = float("nan")
+    poisoned = model(**inputs)
+    torch.testing.assert_close(poisoned.last_hidden_state, clean.last_hidden_state, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        poisoned.intermediate_hidden_states, clean.intermediate_hidden_states, atol=1e-6, rtol=1e-6
+    )
+
+
+def test_config_is_an_encoder_decoder_and_takes_detrs_name_for_the_activation():
+    config = DETRTransformerConfig.tiny(activation_function="gelu")  # transformers' DetrConfig name, ours before
+    assert config.is_encoder_decoder and config.hidden_act == "gelu"
+    assert DETRTransformerModel(config).encoder.layers[0].mlp.activation.__class__.__name__ == "GELUActivation"

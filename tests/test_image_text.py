@@ -28,7 +28,6 @@ from hf_attention import (
     VisionTransformerModel,
 )
 from hf_attention.conversion import CLIP_FUSED_QKV, CLIP_RENAMES, rename_state_dict
-from hf_attention.modeling_image_text import contrastive_loss
 
 TINY_BERT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
 
@@ -130,8 +129,13 @@ def test_clip_text_tower_matches_transformers_clip_text_model():
     reference = CLIPTextModel(reference_config).eval()
     ours = CLIPResidualTextModel(
         CLIPResidualTextConfig(
-            vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=16, layer_norm_eps=reference_config.layer_norm_eps,
+            vocab_size=60,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            layer_norm_eps=reference_config.layer_norm_eps,
         )  # fmt: skip
     ).eval()
     renames = [
@@ -232,7 +236,7 @@ def test_from_vision_text_pretrained_keeps_the_towers_weights(tmp_path):
     )
     base = model.vision_text_model
     for ours, theirs in ((base.vision_model, vision), (base.text_model, text)):
-        for (name, parameter), reference in zip(ours.state_dict().items(), theirs.state_dict().values()):
+        for (name, parameter), reference in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
             torch.testing.assert_close(parameter, reference, msg=name)
     model.save_pretrained(tmp_path / "joint")
     reloaded = VisionTextCrossAttentionForImageTextRetrieval.from_pretrained(tmp_path / "joint").eval()
@@ -263,7 +267,9 @@ def test_pairwise_calls_refuse_unequal_numbers_of_images_and_texts():
     with torch.no_grad():
         outputs = model(**inputs)  # scoring every image with every text is fine
         assert outputs.logits_per_image.shape == (2, 3) and outputs.itm_logits is None
-        with pytest.raises(ValueError, match=re.escape("needs matched pairs (image i with text i): got 2 images and 3")):
+        with pytest.raises(
+            ValueError, match=re.escape("needs matched pairs (image i with text i): got 2 images and 3")
+        ):
             model(**inputs, return_loss=True)
         base = model.vision_text_model
         with pytest.raises(ValueError, match="Image-text matching scores pairs: got 2 images and 3 texts"):
@@ -290,8 +296,21 @@ def test_images_of_the_wrong_size_channels_or_dtype_are_refused():
 def test_text_configs_the_fusion_cannot_take_are_refused():
     with pytest.raises(StrictDataclassClassValidationError, match="is a decoder or an encoder-decoder"):
         VisionTextCrossAttentionConfig.tiny(text_config=GPT2Config(n_embd=32, n_layer=1, is_decoder=True).to_dict())
-    with pytest.raises(StrictDataclassClassValidationError, match="text tower's width 30, which num_fusion_heads=4 does not divide"):
+    with pytest.raises(
+        StrictDataclassClassValidationError, match="text tower's width 30, which num_fusion_heads=4 does not divide"
+    ):
         text_config = CLIPResidualTextConfig.tiny(hidden_size=30, num_attention_heads=3)
         VisionTextCrossAttentionConfig.tiny(text_config=text_config.to_dict())
     with pytest.raises(StrictDataclassClassValidationError, match="fusion_direction"):
         VisionTextCrossAttentionConfig.tiny(fusion_direction="both")
+
+
+def test_model_card_credits_the_training_data():
+    from hf_attention.data_image_text import OPENMOJI_CREDIT
+
+    model = tiny_model()
+    results = {"dataset": "openmoji", "accuracy": 0.5, "data_credit": OPENMOJI_CREDIT}
+    card = str(model.model_card("me/emoji-itm", training_results=results))
+    assert "pipeline_tag: zero-shot-image-classification" in card
+    assert "## Training data" in card and "CC BY-SA 4.0" in card
+    assert "Training data" not in str(model.model_card("me/emoji-itm"))

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from conftest import BACKENDS
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from padding_checks import MASK_IDS, bad_masks
 from safetensors.torch import load_file
@@ -16,6 +15,9 @@ from hf_attention import (
     VisionTransformerConfig,
     VisionTransformerForImageClassification,
 )
+
+# flex attention is compared with eager by tests/test_modeling_common.py; compiling it again here costs a minute
+KERNELS = ["eager", "sdpa"]
 
 
 def per_head_formula(attention: LinformerSelfAttention, x: torch.Tensor) -> torch.Tensor:
@@ -67,16 +69,15 @@ def test_parity_with_the_linformer_package(share_kv):
 
 @torch.no_grad()
 def test_padding_is_left_out_and_fully_padded_rows_give_zeros_on_every_backend():
-    # the tiny ViT's attention shapes (4 heads of 8, 17 tokens, k = 6): flex compiles its kernel once for both tests
     config = LinformerConfig(hidden_size=32, num_attention_heads=4, max_sequence_length=17, projected_length=6)
     model = LinformerSelfAttentionModel(config).eval()
     x, mask = torch.randn(2, 17, 32), torch.zeros(2, 17, dtype=torch.long)
     mask[0, :11] = 1  # row 1 is all padding
     outputs = {}
-    for implementation in BACKENDS:
+    for implementation in KERNELS:
         model.set_attn_implementation(implementation)
         outputs[implementation] = model(x, mask).last_hidden_state
-    for implementation in BACKENDS[1:]:
+    for implementation in KERNELS[1:]:
         torch.testing.assert_close(outputs[implementation], outputs["eager"], atol=1e-6, rtol=1e-5)
     assert (outputs["eager"][0, 11:] == 0).all() and (outputs["eager"][1] == 0).all()
     model.set_attn_implementation("eager")
@@ -114,7 +115,7 @@ def test_is_a_multi_head_attention_and_keeps_the_checkpoint_names_of_before():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("implementation", BACKENDS)
+@pytest.mark.parametrize("implementation", KERNELS)
 def test_nan_in_padded_tokens_never_reaches_the_projected_keys(implementation):
     model = LinformerSelfAttentionModel(LinformerConfig.tiny(qkv_bias=True)).eval()
     model.set_attn_implementation(implementation)
@@ -182,10 +183,10 @@ def test_linformer_vit_every_backend_gives_the_same_logits():
     pixels = torch.randn(2, 3, 16, 16)
     model = tiny_linformer_vit(linformer_sharing="none")
     logits = {}
-    for implementation in BACKENDS:
+    for implementation in KERNELS:
         model.set_attn_implementation(implementation)
         logits[implementation] = model(pixels).logits
-    for implementation in BACKENDS[1:]:
+    for implementation in KERNELS[1:]:
         torch.testing.assert_close(logits[implementation], logits["eager"], atol=1e-5, rtol=1e-5)
 
 

@@ -5,7 +5,6 @@ The model contract (outputs, backends, save/load, empty batches, ...) is tests/t
 
 import pytest
 import torch
-from conftest import BACKENDS
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from padding_checks import MASK_IDS, bad_masks, keep_first
 
@@ -81,7 +80,7 @@ def test_attention_dropout_acts_on_the_weights_in_training_only():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("implementation", BACKENDS)
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])  # flex: the keys are zeroed before any kernel runs
 def test_nan_in_padded_tokens_never_reaches_real_tokens(implementation):
     self_attention = MultiHeadAttentionModel(MultiHeadAttentionConfig.tiny(qkv_bias=True)).eval()
     cross_attention = MultiHeadAttentionModel(MultiHeadAttentionConfig.tiny(encoder_hidden_size=8)).eval()

@@ -4,6 +4,7 @@ import pytest
 import torch
 from datasets import Dataset
 from huggingface_hub.errors import StrictDataclassClassValidationError
+from padding_checks import MASK_IDS, bad_masks
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
 
@@ -116,7 +117,7 @@ def test_padded_sources_give_what_the_unpadded_source_gives_and_attention_skips_
     torch.testing.assert_close(output.logits[1:], alone)
     if context == "additive":
         weights = output.cross_attentions[0]
-        assert weights.shape == (2, 1, 4, 7) and (weights[1, :, :, 3:] == 0).all()
+        assert weights.shape == (2, 1, 4, 7) and (weights[1, :, :, 3:] == 0).all()  # (batch, 1 head, target, source)
         torch.testing.assert_close(weights.sum(-1), torch.ones(2, 1, 4))
     else:
         assert output.cross_attentions is None and model.model.decoder.attention is None
@@ -138,16 +139,64 @@ def test_save_load_round_trip_through_auto_classes(tmp_path):
 
 
 @torch.no_grad()
-def test_return_dict_false_and_every_parameter_initialised():
+def test_every_gru_matrix_is_initialised_away_from_constant():
     model = tiny_model()
     for name, parameter in model.named_parameters():
         assert torch.isfinite(parameter).all(), name
         if "bias" not in name:
             assert parameter.std() > 0, f"{name} left constant"
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("context", ["additive", "fixed"])
+def test_hidden_states_are_the_embeddings_then_every_gru_layer(context):
+    model = tiny_model(num_layers=2, context=context)
+    batch = collate(reversal_examples(3))
+    output = model(**batch, output_hidden_states=True)
+    encoder, decoder = output.encoder_hidden_states, output.decoder_hidden_states
+    assert len(encoder) == len(decoder) == 3  # num_layers + 1
+    source = model.model.encoder.embed_tokens(batch["input_ids"])
+    torch.testing.assert_close(encoder[0], source)
+    torch.testing.assert_close(encoder[-1], output.encoder_last_hidden_state, rtol=0, atol=0)
+    states = model.model.encoder.gru(source)[0]  # the unpadded rows agree with one plain multi-layer GRU call
+    longest = batch["attention_mask"].sum(-1).argmax()
+    torch.testing.assert_close(encoder[2][longest], states[longest], atol=1e-6, rtol=1e-6)
+    assert encoder[1].shape == encoder[2].shape == (3, batch["input_ids"].shape[1], 32)  # both directions
+    features = model.model(**{k: v for k, v in batch.items() if k != "labels"},
+                           decoder_input_ids=torch.full((3, 2), START)).last_hidden_state  # fmt: skip
+    decoded = model.model(batch["input_ids"], batch["attention_mask"], decoder_input_ids=torch.full((3, 2), START),
+                          output_hidden_states=True)  # fmt: skip
+    torch.testing.assert_close(decoded.decoder_hidden_states[-1], features[..., :16], atol=1e-6, rtol=1e-6)  # s_t
+
+
+def test_resize_token_embeddings_resizes_both_tables_and_the_lm_head():
+    model = tiny_model()
+    source = model.resize_token_embeddings(17)
+    assert source is model.get_input_embeddings() and source.num_embeddings == 17
+    assert model.get_decoder().embed_tokens.num_embeddings == 17 and model.lm_head.out_features == 17
+    assert model.config.vocab_size == 17
+    with torch.no_grad():
+        generated = model.generate(torch.tensor([[15, 16, 3]]), max_new_tokens=2, eos_token_id=None)
+    assert generated.shape == (1, 3)  # the new ids are usable
+    table = torch.nn.Embedding(17, 8)
+    model.set_input_embeddings(table)
+    assert model.model.encoder.embed_tokens is table and model.get_input_embeddings() is table
+
+
+@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 4), ids=MASK_IDS)
+def test_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model()(torch.randint(3, 13, (2, 4)), mask, decoder_input_ids=torch.full((2, 1), START))
+
+
+def test_labels_are_checked_and_all_ignored_labels_give_a_zero_loss():
+    model = tiny_model().train()
     batch = collate(reversal_examples(2))
-    as_tuple = model(**batch, return_dict=False)
-    assert isinstance(as_tuple, tuple)
-    torch.testing.assert_close(as_tuple[0], model(**batch).loss)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 13\) or -100"):
+        model(**{**batch, "labels": batch["labels"].index_fill(1, torch.tensor([0]), 13)})
+    loss = model(**{**batch, "labels": torch.full_like(batch["labels"], -100)}).loss
+    loss.backward()
+    assert loss.item() == 0.0 and all(p.grad is None or not p.grad.any() for p in model.parameters())
 
 
 def test_bad_inputs_and_settings_raise_errors_that_name_the_problem():
@@ -158,11 +207,19 @@ def test_bad_inputs_and_settings_raise_errors_that_name_the_problem():
         model(sources, torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), decoder_input_ids=start)
     with pytest.raises(ValueError, match="at least one token; attention_mask has a row of zeros"):
         model(sources, torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]]), decoder_input_ids=start)
-    with pytest.raises(ValueError, match=r"attention_mask must have the shape of input_ids \(2, 4\), got \(2, 3\)"):
+    with pytest.raises(ValueError, match=r"`attention_mask` must have shape .* = \(2, 4\) .* got shape \(2, 3\)"):
         model(sources, torch.ones(2, 3), decoder_input_ids=start)
+    with pytest.raises(TypeError, match="`input_ids` must be an integer tensor of token ids, got dtype float32"):
+        model(sources.float(), decoder_input_ids=start)
+    with pytest.raises(ValueError, match=r"`decoder_input_ids` must lie in \[0, 13\), got ids from 1 to 13"):
+        model(sources, decoder_input_ids=torch.tensor([[1, 13], [1, 2]]))
+    with pytest.raises(ValueError, match="`input_ids` is an empty sequence"):
+        model(sources[:, :0], decoder_input_ids=start)
     with pytest.raises(ValueError, match="decoder_input_ids are required"):
         model(sources)
     with pytest.raises(StrictDataclassClassValidationError, match=r"context.*must be one of \('additive', 'fixed'\)"):
         RecurrentSeq2SeqConfig(context="dot")
-    with pytest.raises(StrictDataclassClassValidationError, match=r"pad_token_id.*must be a token id in \[0, 16\)"):
+    with pytest.raises(StrictDataclassClassValidationError, match=r"pad_token_id.*must lie in \[0, vocab_size=16\)"):
         RecurrentSeq2SeqConfig(pad_token_id=16)
+    with pytest.raises(StrictDataclassClassValidationError, match=r"eos_token_id.*must be token ids in \[0, 16\)"):
+        RecurrentSeq2SeqConfig(eos_token_id=[2, 40])

@@ -52,7 +52,7 @@ def test_cross_frame_attention_lets_frames_talk_and_returns_both_maps():
     model = VideoTransformerModel(VideoTransformerConfig.tiny()).eval()
     outputs = model(**model.dummy_inputs, output_attentions=True)
     assert len(outputs.cross_frame_attentions) == len(outputs.attentions) == 2
-    for cfa, ifa in zip(outputs.cross_frame_attentions, outputs.attentions):
+    for cfa, ifa in zip(outputs.cross_frame_attentions, outputs.attentions, strict=True):
         assert cfa.shape == (2, 2, 3, 3)  # (batch, heads, frames, frames)
         assert ifa.shape == (2, 3 * 2, 5 + 1, 5 + 1)  # (batch, frames * heads, tokens + message, tokens + message)
         torch.testing.assert_close(cfa.sum(-1), torch.ones(2, 2, 3))
@@ -65,13 +65,19 @@ def test_cross_frame_attention_lets_frames_talk_and_returns_both_maps():
 def test_without_the_mit_nothing_tells_the_frame_order():
     """CFA has no temporal positions (as in X-CLIP): it is permutation-equivariant over frames, so with a plain mean
     the logits cannot depend on the order; the MIT's temporal position embeddings make them depend on it."""
-    clips = torch.randn(2, 3, 3, 16, 16)
-    shuffled = clips[:, [2, 0, 1]]
-    for pooling, order_matters in (("mean", False), ("mit", True)):
-        model = VideoTransformerForVideoClassification(VideoTransformerConfig.tiny(video_pooling=pooling)).eval()
-        with torch.no_grad():
-            same = torch.allclose(model(clips).logits, model(shuffled).logits, atol=1e-5)
-        assert same != order_matters
+    clips = torch.randn(2, 3, 3, 16, 16) * torch.tensor([0.1, 1.0, 3.0])[None, :, None, None, None]
+    order = [2, 0, 1]
+    model = VideoTransformerModel(VideoTransformerConfig.tiny(video_pooling="mean")).eval()
+    with torch.no_grad():
+        outputs, shuffled = model(clips), model(clips[:, order])
+    assert (outputs.frame_embeds[:, 0] - outputs.frame_embeds[:, 2]).abs().max() > 1e-3  # the frames differ
+    torch.testing.assert_close(shuffled.frame_embeds, outputs.frame_embeds[:, order])  # CFA: equivariant
+    torch.testing.assert_close(shuffled.pooler_output, outputs.pooler_output)  # + a mean: order-free
+    mit = VideoTransformerModel(VideoTransformerConfig.tiny()).eval().mit
+    frame_embeds = torch.randn(2, 3, 8)
+    with torch.no_grad():
+        difference = (mit(frame_embeds)[1] - mit(frame_embeds[:, order])[1]).abs().max()
+    assert difference > 1e-3  # the MIT's temporal positions make the video embedding depend on the order
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
@@ -118,7 +124,9 @@ def test_a_saved_video_text_model_fine_tunes_as_a_classifier(tmp_path):
     assert classifier.config.num_labels == 4 and classifier.classifier.out_features == 4
     clips = video_text.dummy_inputs["pixel_values"]
     with torch.no_grad():
-        torch.testing.assert_close(classifier.video_model(clips).pooler_output, video_text.video_model(clips).pooler_output)
+        torch.testing.assert_close(
+            classifier.video_model(clips).pooler_output, video_text.video_model(clips).pooler_output
+        )
     classifier.train()
     optimizer = torch.optim.AdamW(classifier.parameters(), lr=1e-2)
     labels = torch.tensor([0, 3])
@@ -172,7 +180,9 @@ def test_video_text_losses_follow_their_formulas_and_refuse_mismatched_counts():
     logits = model(**two).logits_per_video
     symmetric = model(**two, return_loss=True).loss
     targets = torch.arange(2)
-    expected = (torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.cross_entropy(logits.T, targets)) / 2
+    expected = (
+        torch.nn.functional.cross_entropy(logits, targets) + torch.nn.functional.cross_entropy(logits.T, targets)
+    ) / 2
     torch.testing.assert_close(symmetric, expected)
     assert model(**inputs, labels=torch.tensor([-100, -100])).loss.item() == 0.0
 

@@ -267,6 +267,8 @@ def test_what_cannot_be_drawn_says_why(tmp_path, digit_png):
         show(plain, str(tmp_path / "text.png"), tmp_path / "x.png")
     with pytest.raises(ValueError, match="the digits test split has 360 items"):
         show(plain, "digits:360", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="--text is for image-text models; AttentionCNNForImageClassification"):
+        show(plain, digit_png, tmp_path / "x.png", text="a caption")
     with pytest.raises(ValueError, match="must name a .png file"):
         show(plain, digit_png, tmp_path / "x.jpg")
 
@@ -328,3 +330,40 @@ def test_glimpse_path_is_the_policys_mean_path(tmp_path, digit_png):
     np.testing.assert_array_equal(np.asarray(draw_glimpse(model, pixel_values, image)), np.asarray(expected))
     with Image.open(tmp_path / "glimpse.png") as picture:
         assert picture.size == expected.size
+
+
+def test_image_text_word_maps_are_the_fusions_cross_attention(tmp_path, digit_png):
+    from transformers import VisionTextDualEncoderProcessor
+
+    from hf_attention import (
+        VisionTextCrossAttentionConfig,
+        VisionTextCrossAttentionForImageTextRetrieval,
+        VisionTransformerConfig,
+    )
+    from hf_attention.data_image_text import train_caption_tokenizer
+    from hf_attention.show import load_model_and_processor, tokenize_caption
+    from hf_attention.visualize import image_text_word_maps
+
+    tokenizer = train_caption_tokenizer(["grinning face", "red apple", "face with tears of joy"], vocab_size=60)
+    vision = VisionTransformerConfig.tiny(num_channels=3).to_dict()
+    config = VisionTextCrossAttentionConfig.tiny(vision_config=vision)
+    model = VisionTextCrossAttentionForImageTextRetrieval(config).eval()
+    model.save_pretrained(tmp_path / "it")
+    VisionTextDualEncoderProcessor(make_image_processor(16), tokenizer).save_pretrained(tmp_path / "it")
+
+    model, processor = load_model_and_processor(str(tmp_path / "it"))
+    image = Image.open(digit_png).convert("RGB")
+    inputs, words, word_ids = tokenize_caption(str(tmp_path / "it"), processor, image, "grinning applesauce", None)
+    assert list(words.values()) == ["grinning", "applesauce"] and word_ids[0] is None and word_ids[-1] is None
+    with torch.no_grad():
+        cross = model(**inputs, output_attentions=True).cross_attentions
+    maps = image_text_word_maps(cross, word_ids, (4, 4))
+    rows = cross[-1][0].mean(0)[:, 1:]  # text queries over the 16 patches (the class token dropped)
+    pieces = [position for position, word in enumerate(word_ids) if word == 1]
+    torch.testing.assert_close(maps[1], rows[pieces].mean(0).reshape(4, 4))
+
+    show(str(tmp_path / "it"), digit_png, tmp_path / "it.png", text="grinning applesauce", panel_size=64)
+    with Image.open(tmp_path / "it.png") as picture:  # the input and one panel per word
+        assert picture.size == (3 * 64, 64)
+    with pytest.raises(ValueError, match="pass --text CAPTION"):
+        show(str(tmp_path / "it"), digit_png, tmp_path / "x.png")

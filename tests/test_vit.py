@@ -186,7 +186,7 @@ def test_bad_inputs_raise_errors_that_name_the_problem():
         model(torch.randn(2, 1, 16, 16))
     with pytest.raises(ValueError, match="not a multiple of the patch size 4x4"):
         model(torch.randn(2, 3, 18, 16), interpolate_pos_encoding=True)
-    with pytest.raises(ValueError, match=r"pixel_values must have shape \(batch, 3, height, width\)"):
+    with pytest.raises(ValueError, match=r"`pixel_values` must have shape \(batch, 3, height, width\)"):
         model(torch.randn(3, 16, 16))
 
 

