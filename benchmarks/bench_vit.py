@@ -9,7 +9,7 @@ same dtype) that each model reaches. Cases: inference in float32 (eager, sdpa) a
 timm needs the second venv of benchmarks/setup_reference_venv.sh).
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
-    python benchmarks/bench_vit.py --cases bf16 compile --rounds 5
+    python benchmarks/bench_vit.py --cases fp32 bf16 train compile     # a CPU without native bf16 (AVX2 only)
     /tmp/refvenv/bin/python benchmarks/bench_vit.py --against-timm --cases fp32 bf16 --out benchmarks/results/vit_timm_cpu.json
 """
 
@@ -33,13 +33,23 @@ VIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, i
 CASES = {
     "fp32": [("inference fp32", "eager", torch.float32, False, False), ("inference fp32", "sdpa", torch.float32, False, False)],
     "bf16": [("inference bf16", "sdpa", torch.bfloat16, False, False)],
-    "train": [("train step fp32", "sdpa", torch.float32, True, False), ("train step bf16 autocast", "sdpa", torch.bfloat16, True, False)],
-    "compile": [("inference fp32 compiled", "sdpa", torch.float32, False, True), ("inference bf16 compiled", "sdpa", torch.bfloat16, False, True)],
+    "train": [("train step fp32", "sdpa", torch.float32, True, False)],
+    "train-bf16": [("train step bf16 autocast", "sdpa", torch.bfloat16, True, False)],
+    "compile": [("inference fp32 compiled", "sdpa", torch.float32, False, True)],
+    "compile-bf16": [("inference bf16 compiled", "sdpa", torch.bfloat16, False, True)],
 }  # fmt: skip
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """The rate of one square matmul in `dtype`: the ceiling a matmul-bound model can reach on this machine."""
+    """The rate of one square matmul in `dtype`: the ceiling a matmul-bound model can reach on this machine.
+
+    A 512 matmul is timed first: on a CPU without native bfloat16 (AVX2 only) a bf16 matmul runs about 70x slower
+    than fp32, and a 2048 one would take minutes; there the small one's rate is the figure."""
+    rate = _matmul_rate(dtype, 512, repeats)
+    return rate if rate < 10.0 else _matmul_rate(dtype, size, repeats)
+
+
+def _matmul_rate(dtype: torch.dtype, size: int, repeats: int) -> float:
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     times = []
@@ -87,6 +97,17 @@ def images_per_second(step, batch_size: int, iterations: int) -> float:
     return iterations * batch_size / (time.perf_counter() - start)
 
 
+class TimmClassifier(torch.nn.Module):
+    """timm's ViT called as the transformers models are: `pixel_values=` in, an object with `.logits` out."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor):
+        return transformers.modeling_outputs.ImageClassifierOutput(logits=self.model(pixel_values))
+
+
 def build_models(implementation: str, dtype: torch.dtype, training: bool, args) -> dict:
     config = ViTConfig(**VIT_SMALL, image_size=args.image_size, patch_size=16, num_labels=1000)
     config._attn_implementation = implementation
@@ -97,7 +118,8 @@ def build_models(implementation: str, dtype: torch.dtype, training: bool, args) 
     if args.against_timm:
         import timm
 
-        models["timm"] = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=args.image_size)
+        timm_vit = timm.create_model("vit_small_patch16_224", pretrained=False, img_size=args.image_size)
+        models["timm"] = TimmClassifier(timm_vit)
     weight_dtype = torch.float32 if training else dtype  # autocast trains fp32 weights
     return {name: model.train(training).to(weight_dtype) for name, model in models.items()}, config
 
@@ -144,13 +166,17 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--iterations", type=int, default=3, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["fp32", "bf16", "train", "compile"])
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
     parser.add_argument("--against-timm", action="store_true", help="add timm's vit_small_patch16_224")
     parser.add_argument("--out", default="benchmarks/results/vit_cpu.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     peaks = {dtype: matmul_gflops(dtype) for dtype in (torch.float32, torch.bfloat16)}
-    results = [measure(*spec, peaks, args) for name in args.cases for spec in CASES[name]]
+    results = []
+    for name in args.cases:
+        for spec in CASES[name]:
+            results.append(measure(*spec, peaks, args))
+            print(json.dumps(results[-1]), flush=True)  # a long run shows its progress, case by case
     report = {
         "benchmark": "ViT-S/16, ours vs transformers.ViTForImageClassification (same weights), "
         "images per second, medians of interleaved rounds",

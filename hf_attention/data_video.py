@@ -112,6 +112,7 @@ def load_moving_glyphs(
     num_frames: int = 8,
     canvas_size: int = 32,
     glyph_size: int = 16,
+    speeds: tuple[int, ...] = (1, 2),
     data_dir: str | Path | None = None,
     seed: int = 0,
 ) -> DatasetDict:
@@ -122,7 +123,7 @@ def load_moving_glyphs(
     direction and its opposite.
     """
     glyphs = load_glyphs(source, data_dir, seed)
-    settings = dict(num_frames=num_frames, canvas_size=canvas_size, glyph_size=glyph_size)
+    settings = dict(num_frames=num_frames, canvas_size=canvas_size, glyph_size=glyph_size, speeds=speeds)
     train = make_clips(glyphs["train"], train_size, **settings, seed=seed)
     test = make_clips(glyphs["test"], test_size, **settings, seed=seed + 1, with_reversed=True)
     features = Features(

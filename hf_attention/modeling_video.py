@@ -58,15 +58,17 @@ class VideoTransformerMLP(nn.Module):
 class IntraFrameAttention(MultiHeadAttention):
     """Self-attention inside every frame (fused q/k/v), all frames of a clip in one call.
 
-    Frames ride along the heads axis, (batch, frames * heads, tokens, head_dim): attention never crosses frames, the
-    batch stays the batch of clips, and the maps come out (batch, frames * heads, tokens, tokens), frame-major
-    (`maps.unflatten(1, (frames, heads))` separates them). Forward takes and returns (batch, frames, tokens, width).
+    Frames join the batch, (batch * frames, heads, tokens, head_dim): attention never crosses frames, and the
+    backend's (batch * frames, tokens, heads, head_dim) output is already (batch, frames, tokens, width) in memory,
+    so no copy brings it back. The maps come out (batch, frames * heads, tokens, tokens), frame-major
+    (`maps.unflatten(1, (frames, heads))` separates them), a view of the backend's. Forward takes and returns
+    (batch, frames, tokens, width).
     """
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs):
-        num_frames = hidden_states.shape[1]
+        num_frames = hidden_states.shape[1]  # not the batch size, which may be 0
         qkv = rearrange(
-            self.qkv_proj(hidden_states), "b f n (three h d) -> three b (f h) n d", three=3, h=self.num_heads
+            self.qkv_proj(hidden_states), "b f n (three h d) -> three (b f) h n d", three=3, h=self.num_heads
         )
         output, probs = dot_product_attention(
             self,
@@ -78,7 +80,9 @@ class IntraFrameAttention(MultiHeadAttention):
             output_attentions=output_attentions,
             **kwargs,
         )
-        return self.out_proj(rearrange(output, "b n (f h) d -> b f n (h d)", f=num_frames)), probs
+        if probs is not None:
+            probs = rearrange(probs, "(b f) h n m -> b (f h) n m", f=num_frames)
+        return self.out_proj(rearrange(output, "(b f) n h d -> b f n (h d)", f=num_frames)), probs
 
 
 class CrossFrameAttentionLayer(GradientCheckpointingLayer):
@@ -389,12 +393,15 @@ def check_video(pixel_values: torch.Tensor | None, config: VideoTransformerConfi
     check_pixel_values(pixel_values, config.num_channels, layout=VIDEO_LAYOUT)
 
 
-def init_x_clip_weights(module: nn.Module, factor: float, num_layers: int, initializer_range: float) -> None:
-    """X-CLIP's initialisation of the modules of the video encoder (CLIP's scheme, scaled by `factor`)."""
+def init_x_clip_weights(
+    module: nn.Module, factor: float, num_layers: int, initializer_range: float, position_std: float | None = None
+) -> None:
+    """X-CLIP's initialisation of the modules of the video encoder (CLIP's scheme, scaled by `factor`); the spatial
+    positions get `position_std` when given."""
     if isinstance(module, VideoTransformerEmbeddings):
         init.normal_(module.class_embedding, std=module.class_embedding.shape[0] ** -0.5 * factor)
         init.normal_(module.patch_embedding.weight, std=initializer_range * factor)
-        init.normal_(module.position_embedding, std=initializer_range * factor)
+        init.normal_(module.position_embedding, std=position_std or initializer_range * factor)
     elif isinstance(module, MultiHeadAttention) and module.fused_qkv:
         width = module.qkv_proj.in_features
         init.normal_(module.qkv_proj.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
@@ -442,7 +449,13 @@ class VideoTransformerPreTrainedModel(HFAttentionPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # linear, conv and layer norm
         config = self.config
-        init_x_clip_weights(module, config.initializer_factor, config.num_hidden_layers, config.initializer_range)
+        init_x_clip_weights(
+            module,
+            config.initializer_factor,
+            config.num_hidden_layers,
+            config.initializer_range,
+            config.position_embedding_std,
+        )
         if isinstance(module, VideoTransformerModel) and module.visual_projection is not None:
             init.normal_(module.visual_projection.weight, std=config.hidden_size**-0.5 * config.initializer_factor)
 
@@ -689,7 +702,13 @@ class VideoTextTransformerPreTrainedModel(HFAttentionPreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         config, video = self.config, self.config.video_config
-        init_x_clip_weights(module, config.initializer_factor, video.num_hidden_layers, video.initializer_range)
+        init_x_clip_weights(
+            module,
+            config.initializer_factor,
+            video.num_hidden_layers,
+            video.initializer_range,
+            video.position_embedding_std,
+        )
         if isinstance(module, VideoTransformerModel) and module.visual_projection is not None:
             init.normal_(module.visual_projection.weight, std=video.hidden_size**-0.5 * config.initializer_factor)
         elif isinstance(module, CLIPTextTower):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
 from transformers import XCLIPConfig, XCLIPModel, XCLIPVisionConfig, XCLIPVisionModel, pipeline
 
 from hf_attention import (
@@ -161,6 +162,23 @@ def test_frame_counts_layouts_and_sizes_are_checked():
     positions = model.video_model.mit.temporal_positions(5, interpolate_pos_encoding=True)
     trained = model.video_model.mit.position_embedding
     torch.testing.assert_close(positions[:, [0, 2, 4]], trained)  # 3 -> 5 frames: the trained ones stay, in between
+
+
+def test_position_embedding_std_sets_only_the_spatial_positions_and_is_validated():
+    """`None` keeps X-CLIP's init (initializer_range * initializer_factor); a value replaces it for the spatial
+    positions alone, in the classifier and in the video-text model, and survives a save / load of the config."""
+    torch.manual_seed(0)
+    wide = dict(hidden_size=64, num_attention_heads=2, image_size=32, patch_size=4)
+    x_clip = VideoTransformerModel(VideoTransformerConfig.tiny(**wide))
+    scaled = VideoTransformerModel(VideoTransformerConfig.tiny(**wide, position_embedding_std=0.5))
+    assert abs(x_clip.embeddings.position_embedding.std().item() - 0.02) < 0.003
+    assert abs(scaled.embeddings.position_embedding.std().item() - 0.5) < 0.05
+    assert abs(scaled.embeddings.patch_embedding.weight.std().item() - 0.02) < 0.003  # the patches keep X-CLIP's
+    video_config = VideoTransformerConfig.tiny(**wide, position_embedding_std=0.5).to_dict()
+    video_text = VideoTextTransformerModel(VideoTextTransformerConfig(video_config=video_config))
+    assert abs(video_text.video_model.embeddings.position_embedding.std().item() - 0.5) < 0.05
+    with pytest.raises(StrictDataclassClassValidationError, match="`position_embedding_std` must be positive, got 0.0"):
+        VideoTransformerConfig.tiny(position_embedding_std=0.0)
 
 
 def test_video_text_losses_follow_their_formulas_and_refuse_mismatched_counts():
