@@ -1,13 +1,14 @@
-"""Two probes behind the README's account of why the video ablation stays at chance (hand-written loops on purpose:
-they isolate one part of the model, which `hf-attention train video` cannot).
+"""Two probes behind the README's account of the video ablation (hand-written loops on purpose: they isolate one
+part of the model, which `hf-attention train video` cannot).
 
     python benchmarks/video_probes.py mit                 # the MIT alone, fed exact glyph positions (~10 s)
     python benchmarks/video_probes.py encoder             # the whole classifier, spatial positions at std 0.5 (~4 min)
     python benchmarks/video_probes.py encoder --position-embedding-std 0.02   # X-CLIP's init
+    python benchmarks/video_probes.py encoder --speeds 3 4                     # faster motion
 
 `mit`: per frame, the cos/sin of the glyph's coordinates on the 32-pixel torus, projected to 32 dims, go through
 our `MultiFrameIntegrationTransformer` and a linear head: if it learns the 8 directions, the data and the MIT are
-sound and what is missing is a frame encoder that says where the glyph is.
+sound, and what a full model needs on top is a frame encoder that says where the glyph is.
 `encoder`: CFA + MIT on 2,048 moving-digit clips, AdamW with a one-cycle schedule and no gradient clipping; prints
 the 8-way and the reversal accuracy on held-out reversed pairs every 250 steps.
 """
@@ -54,7 +55,7 @@ def probe_mit(args) -> None:
 
 
 def probe_encoder(args) -> None:
-    dataset = load_moving_glyphs("digits", train_size=2048, test_size=128)
+    dataset = load_moving_glyphs("digits", train_size=2048, test_size=128, speeds=tuple(args.speeds))
     processor = make_video_processor(32)
     train, test = preprocess_clips(dataset["train"], processor), preprocess_clips(dataset["test"], processor)
     config = VideoTransformerConfig(
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("probe", choices=("mit", "encoder"))
     parser.add_argument("--steps", type=int, help="default: 1,000 (mit), 3,000 (encoder)")
     parser.add_argument("--position-embedding-std", type=float, default=0.5)
+    parser.add_argument("--speeds", type=int, nargs="+", default=[1, 2], help="pixels per frame (encoder probe)")
     args = parser.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)

@@ -26,12 +26,13 @@ _WIDE = {"hidden_size": 128, "mlp_size": 256, "num_layers": 4, "dropout": 0.1, "
 DATASET_DEFAULTS = {
     "digits": {
         "image_size": 8, "patch_size": 2, "epochs": 50, "batch_size": 32, "learning_rate": 3e-3, "hidden_size": 64,
-        "mlp_size": 128, "num_layers": 2, "dropout": 0.1, "drop_path_rate": 0.0, "label_smoothing": 0.1,
-        "threads": 1,
+        "mlp_size": 128, "num_layers": 2, "dropout": 0.0, "drop_path_rate": 0.0, "label_smoothing": 0.1,
+        "threads": 1, "rotation": 10.0, "translate": 0.06, "scale": 0.1,
     },
     "fashion-mnist": {
-        "image_size": 28, "patch_size": 4, "epochs": 13, "batch_size": 128, "learning_rate": 3e-3, "hidden_size": 64,
+        "image_size": 28, "patch_size": 4, "epochs": 16, "batch_size": 128, "learning_rate": 3e-3, "hidden_size": 64,
         "mlp_size": 128, "num_layers": 4, "dropout": 0.0, "drop_path_rate": 0.0, "label_smoothing": 0.1,
+        "horizontal_flip": True,
     },
     None: {"image_size": 224, "patch_size": 16, "epochs": 3, "batch_size": 32, "learning_rate": 5e-4, **_WIDE},
 }  # fmt: skip
@@ -74,7 +75,10 @@ def _add_training_arguments(parser: argparse.ArgumentParser, attn_help: str) -> 
     parser.add_argument("--batch-size", type=positive(int))
     parser.add_argument("--learning-rate", type=positive(float))
     parser.add_argument(
-        "--shift", type=in_range(0, 0.5), default=0.0, help="random shift of training images (fraction of size)"
+        "--shift",
+        type=in_range(0, 0.5),
+        default=0.0,
+        help="random whole-pixel shift of training images (fraction of size)",
     )
     parser.add_argument("--weight-decay", type=in_range(0, float("inf")), default=0.05)
     parser.add_argument("--warmup-ratio", type=in_range(0, 1), default=0.1)
@@ -90,8 +94,32 @@ def _add_training_arguments(parser: argparse.ArgumentParser, attn_help: str) -> 
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
 
 
+def _add_augmentation_arguments(parser: argparse.ArgumentParser) -> None:
+    """`RandomAffine`'s flags, for the image classifiers; each defaults per dataset, else off."""
+    parser.add_argument("--rotation", type=in_range(0, 180), metavar="DEGREES", help="random rotation, either way")
+    parser.add_argument("--scale", type=in_range(0, 1), help="random scaling by up to this fraction, either way")
+    parser.add_argument(
+        "--translate", type=in_range(0, 1), help="random sub-pixel translation (fraction of size, bilinear)"
+    )
+    parser.add_argument(
+        "--horizontal-flip", action=argparse.BooleanOptionalAction, help="mirror half the training images"
+    )
+
+
+def _augmentation(args: argparse.Namespace):
+    """The `RandomAffine` the flags ask for, or None."""
+    from .training import RandomAffine
+
+    settings = {name: getattr(args, name) or 0.0 for name in ("rotation", "translate", "scale")}
+    flip = bool(args.horizontal_flip)
+    if not (any(settings.values()) or flip):
+        return None
+    return RandomAffine(settings["rotation"], settings["translate"], settings["scale"], horizontal_flip=flip)
+
+
 def _add_vit_arguments(parser: argparse.ArgumentParser) -> None:
     _add_training_arguments(parser, "eager, sdpa, flash_attention_2, flex_attention, ...")
+    _add_augmentation_arguments(parser)
     parser.add_argument("--output-dir", default="outputs/vit", help="where the model and processor are saved")
     parser.add_argument("--patch-size", type=int)
     parser.set_defaults(dropout=None)  # per dataset, from DATASET_DEFAULTS
@@ -111,6 +139,7 @@ def _add_attention_cnn_arguments(parser: argparse.ArgumentParser) -> None:
     from .configuration_attention_cnn import ATTENTION_CNN_TYPES
 
     _add_training_arguments(parser, "kernel of the non-local and DANet blocks")
+    _add_augmentation_arguments(parser)
     parser.add_argument("--attention", choices=ATTENTION_CNN_TYPES, default="none", help="block after each stage")
     parser.add_argument("--attention-stages", type=int, nargs="+", help="stages followed by a block (default: all)")
     parser.add_argument("--output-dir", help="where the model and processor go (outputs/attention-cnn-<attention>)")
@@ -188,7 +217,8 @@ def _fit(model, dataset, args: argparse.Namespace, output_dir: str):
     model.set_attn_implementation(args.attn_implementation)
     training_args = training_arguments(args, output_dir)
     processor = make_image_processor(args.image_size)
-    return train_image_classifier(model, processor, dataset, args.dataset, training_args, args.shift)
+    augment = _augmentation(args)
+    return train_image_classifier(model, processor, dataset, args.dataset, training_args, args.shift, augment)
 
 
 def _report(title: str, summary, args: argparse.Namespace) -> int:

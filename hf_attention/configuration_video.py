@@ -56,7 +56,8 @@ class VideoTransformerConfig(HFAttentionConfig):
             Standard deviation of the spatial position embeddings at initialisation; `None` keeps X-CLIP's
             (`initializer_range * initializer_factor`). Trained from scratch, a frame's class token can only say
             where things are once the positions stand out from the patch contents (README, "Does cross-frame
-            attention do its job?", for what 0.5 did and did not do on the moving-glyph clips).
+            attention do its job?": on the moving-glyph clips 0.5 lets CFA + MIT learn the sign of the motion,
+            X-CLIP's 0.02 only its axis).
         temporal_modeling (`str`, defaults to `"cross_frame"`):
             `"cross_frame"` gives every layer its message tokens and cross-frame attention; `"none"` is the same
             encoder without them, every frame encoded on its own (the ablation of section 7 of the README).

@@ -403,17 +403,28 @@ def init_x_clip_weights(
         init.normal_(module.patch_embedding.weight, std=initializer_range * factor)
         init.normal_(module.position_embedding, std=position_std or initializer_range * factor)
     elif isinstance(module, MultiHeadAttention) and module.fused_qkv:
-        width = module.qkv_proj.in_features
-        init.normal_(module.qkv_proj.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
-        init.normal_(module.out_proj.weight, std=width**-0.5 * factor)
+        init_clip_attention(module, num_layers, factor)
     elif isinstance(module, VideoTransformerMLP):
-        width = module.fc1.in_features
-        init.normal_(module.fc1.weight, std=(2 * width) ** -0.5 * factor)
-        init.normal_(module.fc2.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
+        init_clip_mlp(module.fc1, module.fc2, num_layers, factor)
     elif isinstance(module, MultiFrameIntegrationTransformer):
         init.normal_(module.position_embedding, std=factor)
+        for block in module.layers:  # X-CLIP scales the MIT's blocks by the MIT's own depth
+            init_clip_attention(block.attn, len(module.layers), factor)
+            init_clip_mlp(block.mlp.c_fc, block.mlp.c_proj, len(module.layers), factor)
     elif isinstance(module, VideoSpecificPromptGenerator):
         init.constant_(module.alpha, module.initial_alpha)
+
+
+def init_clip_attention(attention: MultiHeadAttention, num_layers: int, factor: float) -> None:
+    width = attention.qkv_proj.in_features
+    init.normal_(attention.qkv_proj.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
+    init.normal_(attention.out_proj.weight, std=width**-0.5 * factor)
+
+
+def init_clip_mlp(fc1: nn.Linear, fc2: nn.Linear, num_layers: int, factor: float) -> None:
+    width = fc1.in_features
+    init.normal_(fc1.weight, std=(2 * width) ** -0.5 * factor)
+    init.normal_(fc2.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
 
 
 class VideoTransformerPreTrainedModel(HFAttentionPreTrainedModel):
@@ -714,6 +725,10 @@ class VideoTextTransformerPreTrainedModel(HFAttentionPreTrainedModel):
         elif isinstance(module, CLIPTextTower):
             init.normal_(module.token_embedding.weight, std=0.02 * config.initializer_factor)
             init.normal_(module.position_embedding.weight, std=0.02 * config.initializer_factor)
+            blocks = module.transformer.resblocks  # a model of its own, initialised by its own rule until here
+            for block in blocks:
+                init_clip_attention(block.attn, len(blocks), config.initializer_factor)
+                init_clip_mlp(block.mlp.c_fc, block.mlp.c_proj, len(blocks), config.initializer_factor)
         elif isinstance(module, VideoTextTransformerModel):
             text_width = config.text_config.hidden_size
             init.normal_(module.text_projection.weight, std=text_width**-0.5 * config.initializer_factor)

@@ -72,6 +72,14 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
                 "Save the model again, or delete the cached file and download it again."
             ) from error
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # For code outside transformers, transformers skips `_init_weights` on any module whose own parameters are all
+        # flagged as loaded, and a module with no parameters of its own (an attention block over its projections, an
+        # MLP) passes that test vacuously: X-CLIP's attention and MLP init was silently skipped that way. Our
+        # `_init_weights` only use `transformers.initialization`, which checks the flag tensor by tensor, so loaded
+        # weights stay untouched without the shortcut.
+        super()._initialize_weights(module, is_custom_code=False)
+
     def post_init(self):
         super().post_init()
         self.add_model_tags([LIBRARY_TAG, *self.hub_tags()])  # Trainer's model card reads these

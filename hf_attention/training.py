@@ -7,11 +7,13 @@ saved next to the model so that `pipeline("image-classification", model=output_d
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from datasets import DatasetDict
 from PIL import Image
 from transformers import PreTrainedModel, Trainer, TrainingArguments, ViTImageProcessorPil
@@ -66,23 +68,28 @@ def random_shift(image: Image.Image, max_fraction: float) -> Image.Image:
     return image.transform(image.size, Image.AFFINE, (1, 0, dx, 0, 1, dy), fillcolor=image.getpixel((0, 0)))
 
 
-def attach_preprocessing(dataset: DatasetDict, processor: ViTImageProcessorPil, shift: float = 0.0) -> DatasetDict:
-    """Images -> pixel_values on the fly; training images are randomly shifted by up to `shift` of their size."""
+def attach_preprocessing(
+    dataset: DatasetDict, processor: ViTImageProcessorPil, shift: float = 0.0, augment: Callable | None = None
+) -> DatasetDict:
+    """Images -> pixel_values on the fly; training images are randomly shifted by up to `shift` of their size, then
+    go through `augment` (a `RandomAffine`, say)."""
 
-    def preprocessor(max_shift: float):
+    def preprocessor(max_shift: float, augment: Callable | None):
         def preprocess(batch):
             # transformers' image pipeline hands the model RGB images, so greyscale data is trained as RGB too
             images = [image.convert("RGB") for image in batch["image"]]
             if max_shift > 0:
                 images = [random_shift(image, max_shift) for image in images]
             pixel_values = processor(images, return_tensors="pt")["pixel_values"]
+            if augment is not None:
+                pixel_values = augment(pixel_values)
             return {"pixel_values": pixel_values, "labels": torch.tensor(batch["label"])}
 
         return preprocess
 
     return DatasetDict(
-        train=dataset["train"].with_transform(preprocessor(shift)),
-        test=dataset["test"].with_transform(preprocessor(0.0)),
+        train=dataset["train"].with_transform(preprocessor(shift, augment)),
+        test=dataset["test"].with_transform(preprocessor(0.0, None)),
     )
 
 
@@ -94,19 +101,94 @@ IN_MEMORY_LIMIT_BYTES = 2**30
 class ProcessedImages(torch.utils.data.Dataset):
     """Images (or clips) already through the processor, held as one tensor; with `max_shift` each item is translated at
     random by up to that fraction of its size (the uncovered border takes the top-left pixel's value, as
-    `random_shift` does)."""
+    `random_shift` does), then goes through `augment` if given."""
 
-    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor, max_shift: float = 0.0):
-        self.pixel_values, self.labels, self.max_shift = pixel_values, labels, max_shift
+    def __init__(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor,
+        max_shift: float = 0.0,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        self.pixel_values, self.labels, self.max_shift, self.augment = pixel_values, labels, max_shift, augment
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pixels = self.pixel_values[index]
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """A batch at once (torch's DataLoader asks for it so): `augment` then runs once on the whole batch."""
+        pixels = self.pixel_values[indices]
         if self.max_shift > 0:
-            pixels = shift_pixels(pixels, self.max_shift)
-        return {"pixel_values": pixels, "labels": self.labels[index]}
+            pixels = torch.stack([shift_pixels(image, self.max_shift) for image in pixels])
+        if self.augment is not None:
+            pixels = self.augment(pixels)
+        labels = self.labels[indices]
+        return [{"pixel_values": image, "labels": label} for image, label in zip(pixels, labels, strict=True)]
+
+
+@dataclass(frozen=True)
+class RandomAffine:
+    """A random rotation by up to `degrees` either way, scaling by up to `scale` either way (0.1: 0.9x to 1.1x) and
+    translation by up to `translate` of the size, resampled bilinearly; with `horizontal_flip` half the images are
+    also mirrored. On a batch (batch, channels, height, width), each image drawn on its own, or on one image; the
+    uncovered border takes each image's top-left pixel value.
+
+    Sub-pixel moves are what small images need: a whole-pixel `--shift` moves an 8x8 digit by an eighth of its size.
+    (torchvision's RandomAffine does the same, but torchvision does not import next to the CPU torch we pin.)
+    """
+
+    degrees: float = 0.0
+    translate: float = 0.0
+    scale: float = 0.0
+    horizontal_flip: bool = False
+
+    def __post_init__(self):
+        for name, high in (("degrees", 180.0), ("translate", 1.0), ("scale", 1.0)):
+            if not 0.0 <= getattr(self, name) < high:
+                raise ValueError(f"RandomAffine's {name} must be in [0, {high}), got {getattr(self, name)}.")
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.ndim == 3:
+            return self(pixels[None])[0]
+        batch_size = len(pixels)
+
+        def uniform(high: float, *shape: int) -> torch.Tensor:
+            return (torch.rand(batch_size, *shape) * 2 - 1) * high
+
+        return self.apply(
+            pixels,
+            degrees=uniform(self.degrees),
+            zoom=1.0 + uniform(self.scale),
+            shift=uniform(self.translate, 2),
+            mirror=torch.rand(batch_size) < 0.5 if self.horizontal_flip else torch.zeros(batch_size, dtype=torch.bool),
+        )
+
+    @staticmethod
+    def apply(
+        pixels: torch.Tensor, degrees: torch.Tensor, zoom: torch.Tensor, shift: torch.Tensor, mirror: torch.Tensor
+    ) -> torch.Tensor:
+        """Image i of the batch rotated by `degrees[i]`, magnified `zoom[i]` times, moved by `shift[i]` (x, y, as
+        fractions of the size) and mirrored left-right where `mirror[i]`."""
+        mirrored = torch.where(mirror[:, None, None, None], pixels.flip(-1), pixels)
+        if not (degrees.any() or shift.any() or (zoom != 1).any()):
+            return mirrored  # exact, and no resampling cost
+        height, width = pixels.shape[-2:]
+        angles = torch.deg2rad(degrees.float())
+        cos, sin = angles.cos() / zoom, angles.sin() / zoom
+        # affine_grid maps output to input in coordinates normalised to [-1, 1] per axis, hence the aspect factors
+        theta = torch.stack(
+            [
+                torch.stack([cos, -sin * height / width, -2 * shift[:, 0]], dim=-1),
+                torch.stack([sin * width / height, cos, -2 * shift[:, 1]], dim=-1),
+            ],
+            dim=1,
+        )
+        background = mirrored[:, :, :1, :1]
+        grid = F.affine_grid(theta, list(pixels.shape), align_corners=False).to(pixels.dtype)
+        return F.grid_sample(mirrored - background, grid, mode="bilinear", align_corners=False) + background
 
 
 def shift_pixels(pixels: torch.Tensor, max_fraction: float) -> torch.Tensor:
@@ -123,9 +205,14 @@ def shift_pixels(pixels: torch.Tensor, max_fraction: float) -> torch.Tensor:
 
 
 def process_in_memory(
-    dataset: DatasetDict, processor: ViTImageProcessorPil, shift: float = 0.0, chunk_size: int = 2048
+    dataset: DatasetDict,
+    processor: ViTImageProcessorPil,
+    shift: float = 0.0,
+    augment: Callable | None = None,
+    chunk_size: int = 2048,
 ) -> dict[str, ProcessedImages]:
-    """Both splits through the processor once (RGB, as transformers' image pipeline feeds the model)."""
+    """Both splits through the processor once (RGB, as transformers' image pipeline feeds the model); the training
+    split is shifted and augmented per item, each time it is read."""
     splits = {}
     for split in ("train", "test"):
         chunks = []
@@ -133,7 +220,10 @@ def process_in_memory(
             images = dataset[split][start : start + chunk_size]["image"]
             chunks.append(processor([image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"])
         labels = torch.tensor(dataset[split]["label"])
-        splits[split] = ProcessedImages(torch.cat(chunks), labels, shift if split == "train" else 0.0)
+        if split == "train":
+            splits[split] = ProcessedImages(torch.cat(chunks), labels, shift, augment)
+        else:
+            splits[split] = ProcessedImages(torch.cat(chunks), labels)
     return splits
 
 
@@ -206,12 +296,14 @@ def train_image_classifier(
     dataset_name: str,
     training_args: TrainingArguments,
     shift: float = 0.0,
+    augment: Callable | None = None,
 ) -> TrainingSummary:
-    """Train on dataset["train"], evaluate on dataset["test"], save model + processor to the output dir."""
+    """Train on dataset["train"] (shifted and augmented), evaluate on dataset["test"], save model + processor to the
+    output dir."""
     if fits_in_memory(dataset, processor):
-        prepared = process_in_memory(dataset, processor, shift)
+        prepared = process_in_memory(dataset, processor, shift, augment)
     else:
-        prepared = attach_preprocessing(dataset, processor, shift)
+        prepared = attach_preprocessing(dataset, processor, shift, augment)
     trainer = Trainer(
         model=model,
         args=training_args,

@@ -251,3 +251,34 @@ def test_train_video_then_the_pipeline_classifies_an_mp4(tmp_path, capsys):
     assert len(predictions) == 8
     for prediction in predictions:  # the pipeline decoded the mp4 to (within codec rounding) the frames written
         assert abs(prediction["score"] - probabilities[model.config.label2id[prediction["label"]]].item()) < 1e-3
+
+
+@pytest.mark.parametrize("reference_class", [XCLIPVisionModel, XCLIPModel])
+def test_a_fresh_model_gets_x_clip_initialisation_in_every_tensor(reference_class):
+    """Tensor by tensor, the spread of a freshly built model's weights is the spread of transformers' freshly built
+    X-CLIP of the same config (wide enough for stable estimates). transformers skips `_init_weights` on custom-code
+    modules that hold no parameters of their own: attention blocks and MLPs once kept the 0.02 default that way."""
+    vision = dict(XCLIP_VISION, hidden_size=96, intermediate_size=192, num_attention_heads=4, mit_hidden_size=96,
+                  mit_intermediate_size=192)  # fmt: skip
+    if reference_class is XCLIPVisionModel:
+        config = XCLIPVisionConfig(**vision)
+    else:
+        text = dict(XCLIP_TEXT, hidden_size=96, intermediate_size=192, vocab_size=200)
+        config = XCLIPConfig(text_config=text, vision_config=vision, projection_dim=96, prompt_layers=1)
+    torch.manual_seed(0)
+    theirs = from_transformers(reference_class(config)).state_dict()  # their init, under our names
+    torch.manual_seed(1)
+    converted = from_transformers(reference_class(config))
+    ours = type(converted)(converted.config).state_dict()
+    assert ours.keys() == theirs.keys()
+    for name, tensor in ours.items():
+        if not tensor.is_floating_point():
+            continue
+        expected = theirs[name].float()
+        if name.startswith("prompts_generator.layers.") and name.endswith("weight") and expected.dim() == 2:
+            # transformers draws these linears with std initializer_factor (1.0); X-CLIP's code, and we, with 0.02
+            assert tensor.std() == pytest.approx(0.02, rel=0.2), name
+        elif expected.numel() < 256 or expected.std() == 0:
+            torch.testing.assert_close(tensor.float().mean(), expected.mean(), atol=0.05, rtol=0, msg=name)
+        else:
+            assert tensor.float().std() == pytest.approx(float(expected.std()), rel=0.2), name
