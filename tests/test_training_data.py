@@ -9,7 +9,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
-from hf_attention.cli import _augmentation, _with_dataset_defaults, build_parser
+from hf_attention.cli import DATASET_DEFAULTS, _augmentation, _with_dataset_defaults, build_parser
 from hf_attention.training import (
     RandomAffine,
     attach_preprocessing,
@@ -118,8 +118,6 @@ def test_augmentation_flags_default_per_dataset_and_are_off_elsewhere():
     def augmentation(*argv):
         args = build_parser().parse_args(["train", *argv])
         if args.model == "vit":
-            from hf_attention.cli import DATASET_DEFAULTS
-
             args = _with_dataset_defaults(args, DATASET_DEFAULTS)
         return _augmentation(args)
 
