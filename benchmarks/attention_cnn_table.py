@@ -18,13 +18,12 @@ alternating the types round after round, as milliseconds and relative to no atte
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import transformers
+from _environment import environment
 
 from hf_attention import AttentionCNNConfig, AttentionCNNForImageClassification
 from hf_attention.cli import build_parser, fit_attention_cnn
@@ -109,11 +108,8 @@ def main() -> None:
             "image_size": 28,
             "batch_size": args.batch_size,
             "hidden_sizes": args.hidden_sizes,
-            "torch_threads": args.threads,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "note": "shared 2-core CPU: seconds per epoch include on-the-fly preprocessing and other users' load",
+            **environment(args.threads),
+            "note": "seconds per epoch include on-the-fly preprocessing",
             "test_accuracy_is_from": "the model after the last epoch, on the official 10,000 test images",
         },
         "results": rows,

@@ -20,7 +20,6 @@ training step of the block needs, as the operating system sees it (allocator cac
 
 import argparse
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-import transformers
+from _environment import environment
 
 from hf_attention import CrissCrossAttention, NonLocalBlock
 
@@ -129,11 +128,8 @@ def main() -> None:
             "channels": args.channels,
             "rounds": args.rounds,
             "device": "cpu",
-            "torch_threads": args.threads,
+            **environment(args.threads),
             "peak_memory": "fresh subprocess per cell: VmHWM after one step minus VmRSS before it (clear_refs reset)",
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "machine": platform.processor() or platform.machine(),
         },
         "results": results,
     }

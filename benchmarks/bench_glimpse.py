@@ -12,13 +12,13 @@ noisy; the ratio, measured round by round, is what to read.
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _environment import environment
 
 from hf_attention import GlimpseSensor
 
@@ -101,9 +101,7 @@ def main() -> None:
         "rows": rows,
         "rounds": options.rounds,
         "repeats": options.repeats,
-        "torch_threads": options.threads,
-        "machine": f"{platform.processor() or platform.machine()}, shared with other jobs",
-        "torch": torch.__version__,
+        **environment(options.threads),
     }
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
 

@@ -15,13 +15,12 @@ Rounds alternate between the variants so the (shared, noisy) machine's load hits
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-import transformers
+from _environment import environment
 from transformers import BlipConfig, BlipForImageTextRetrieval
 
 from hf_attention import (
@@ -177,11 +176,7 @@ def main() -> None:
             "iterations_per_round": args.iterations,
             "rounds": args.rounds,
             "device": "cpu",
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "note": "shared 2-core machine with other jobs running: absolute times are noisy, ratios less so",
+            **environment(),
         },  # fmt: skip
         "rerank_per_query": rerank_per_query(args),
         "itm_throughput": itm_throughput(args),

@@ -20,7 +20,6 @@ tensor bytes only (weights, input, activations, temporaries), not the allocator'
 import argparse
 import json
 import math
-import platform
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from _environment import environment
 from torch.profiler import ProfilerActivity, profile
 
 from hf_attention import VisionTransformerConfig, VisionTransformerModel
@@ -182,7 +182,7 @@ def main() -> None:
     rows = [measure(grid, args) for grid in args.grids]
     report = {
         "settings": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": environment(),
         "method": {
             "time": "median wall time and process CPU time of one forward pass (batch 1), models alternating round "
             "after round; ratios are the median of the per-round ratios",

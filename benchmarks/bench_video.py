@@ -15,7 +15,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # before torch allocates anythin
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
 
 import torch
-import transformers
+from _environment import environment
 from transformers import XCLIPVisionConfig, XCLIPVisionModel
 
 from hf_attention import from_transformers
@@ -145,10 +144,7 @@ def main() -> None:
             "frames_per_clip": args.num_frames,
             "rounds": args.rounds,
             "device": "cpu",
-            "torch_threads": args.threads,
-            "machine": f"{platform.processor() or platform.machine()}, 2 cores shared with other jobs (noisy)",
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
+            **environment(args.threads),
         },
         "results": results,
     }

@@ -15,8 +15,6 @@ timm needs the second venv of benchmarks/setup_reference_venv.sh).
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from contextlib import nullcontext
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from _environment import environment
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_attention import from_transformers
@@ -186,18 +185,19 @@ def main() -> None:
             "iterations_per_round": args.iterations,
             "rounds": args.rounds,
             "device": "cpu",
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "machine": platform.processor() or platform.machine(),
-            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-            "matmul_2048_gflops": {"float32": round(peaks[torch.float32], 1), "bfloat16": round(peaks[torch.bfloat16], 1)},
+            **environment(),
+            "matmul_2048_gflops": {
+                "float32": round(peaks[torch.float32], 1),
+                "bfloat16": round(peaks[torch.bfloat16], 1),
+            },
         },
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("| case | attention | transformers (img/s) | hf_attention (img/s) | ratio | share of matmul peak (theirs / ours) |")
+    print(
+        "| case | attention | transformers (img/s) | hf_attention (img/s) | ratio | share of matmul peak (theirs / ours) |"
+    )
     print("|---|---|---|---|---|---|")
     for row in results:
         print(

@@ -20,13 +20,12 @@ epochs, torch on one thread. The defaults below are what the README reports; the
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 
 import torch
-import transformers
+from _environment import environment
 from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutput
@@ -153,10 +152,7 @@ def main() -> None:
         "learning_rate": 1e-3,
         "mlp_learning_rate": options.mlp_learning_rate,
         "seed": options.seed,
-        "torch_threads": options.threads,
-        "machine": f"{platform.processor() or platform.machine()}, shared with other jobs",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **environment(options.threads),
     }
     name = TRANSLATED_FASHION_MNIST if translated else "fashion-mnist"
     dataset = load_glimpse_dataset(name, seed=options.seed, train_size=options.train_size, test_size=options.test_size)

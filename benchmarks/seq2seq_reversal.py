@@ -11,12 +11,12 @@ length with `generate()` (greedy) and counts exact reversals and correct digits.
 
 import argparse
 import json
-import platform
 import random
 import time
 from pathlib import Path
 
 import torch
+from _environment import environment
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
@@ -129,7 +129,7 @@ def main() -> None:
     train_set = reversal_dataset(args.max_steps * args.batch_size, 1, args.train_max_length, args.seed)
     report = {"task": "reverse a digit string", "settings": vars(args) | {"output": str(args.output)}, "models": {}}
     report["settings"]["work_dir"] = str(args.work_dir)
-    report["machine"] = {"platform": platform.platform(), "torch": torch.__version__, "threads": 1}
+    report["machine"] = environment(1)
     for context in ("additive", "fixed"):
         model, train_loss, seconds = train(context, args, train_set, args.work_dir)
         accuracy = evaluate_by_length(model, args.eval_lengths, args.eval_per_length, args.seed + 1)

@@ -20,12 +20,10 @@ the 8-way accuracy (it can find the axis of motion, not its sign).
 import argparse
 import json
 import multiprocessing
-import platform
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import torch
-import transformers
+from _environment import environment
 
 from hf_attention.cli import build_parser
 from hf_attention.training_video import fit_video
@@ -64,11 +62,8 @@ def main() -> None:
             "learning_rate": options.learning_rate,
             "model": "hf-attention train video defaults: patches 8x8, width 32, 2 layers, 4 heads, "
             "position_embedding_std 0.5",
-            "threads_per_variant": 1,
             "variants_at_once": options.jobs,
-            "machine": f"{platform.processor() or platform.machine()}, shared by other jobs",
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
+            **environment(1),
         },
         "results": rows,
     }
