@@ -10,7 +10,8 @@ timm needs the second venv of benchmarks/setup_reference_venv.sh).
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
     python benchmarks/bench_vit.py --cases fp32 bf16 train compile     # a CPU without native bf16 (AVX2 only)
-    /tmp/refvenv/bin/python benchmarks/bench_vit.py --against-timm --cases fp32 bf16 --out benchmarks/results/vit_timm_cpu.json
+    /tmp/refvenv/bin/python benchmarks/bench_vit.py --against-timm --cases fp32 bf16 \\
+        --out benchmarks/results/vit_timm_cpu.json
 """
 
 import argparse
@@ -30,7 +31,10 @@ from hf_attention import from_transformers
 VIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
 # (case, attn_implementation, dtype, training, compiled)
 CASES = {
-    "fp32": [("inference fp32", "eager", torch.float32, False, False), ("inference fp32", "sdpa", torch.float32, False, False)],
+    "fp32": [
+        ("inference fp32", "eager", torch.float32, False, False),
+        ("inference fp32", "sdpa", torch.float32, False, False),
+    ],
     "bf16": [("inference bf16", "sdpa", torch.bfloat16, False, False)],
     "train": [("train step fp32", "sdpa", torch.float32, True, False)],
     "train-bf16": [("train step bf16 autocast", "sdpa", torch.bfloat16, True, False)],
@@ -196,7 +200,8 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(
-        "| case | attention | transformers (img/s) | hf_attention (img/s) | ratio | share of matmul peak (theirs / ours) |"
+        "| case | attention | transformers (img/s) | hf_attention (img/s) | ratio "
+        "| share of matmul peak (theirs / ours) |"
     )
     print("|---|---|---|---|---|---|")
     for row in results:

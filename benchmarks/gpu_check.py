@@ -102,7 +102,8 @@ def backend_equality(device, dtypes) -> list[dict]:
                     model.set_attn_implementation(implementation)
                     difference = float((first_tensor(model(**inputs)).float() - reference).abs().max())
                     row[implementation] = difference
-                    row[f"{implementation}_ok"] = difference <= TOLERANCE[dtype] * max(1.0, reference.abs().max().item())
+                    scale = max(1.0, reference.abs().max().item())
+                    row[f"{implementation}_ok"] = difference <= TOLERANCE[dtype] * scale
             except Exception as error:  # one family's failure must not hide the others'
                 row["error"] = f"{type(error).__name__}: {error}"
             rows.append(row)

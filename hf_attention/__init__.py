@@ -17,24 +17,26 @@ from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, 
 from .configuration_additive import AdditiveAttentionConfig
 from .configuration_attention_cnn import AttentionCNNConfig
 from .configuration_clip_residual import CLIPResidualTransformerConfig
-from .configuration_detr_transformer import DETRTransformerConfig
 from .configuration_compressai import CompressAIAttentionConfig
 from .configuration_criss_cross import CrissCrossAttentionConfig
+from .configuration_detr_transformer import DETRTransformerConfig
 from .configuration_dual_attention import DualAttentionConfig
-from .configuration_non_local import NonLocalConfig
-from .configuration_residual_attention import ResidualAttentionConfig
-from .configuration_spatial_transformer import SpatialTransformerConfig
-from .configuration_squeeze_excitation import SqueezeExcitationConfig
 from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
 from .configuration_glimpse import RecurrentAttentionConfig
 from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
 from .configuration_linformer import LinformerConfig
 from .configuration_mha import MultiHeadAttentionConfig
 from .configuration_nadaraya_watson import NadarayaWatsonConfig
+from .configuration_non_local import NonLocalConfig
+from .configuration_residual_attention import ResidualAttentionConfig
 from .configuration_seq2seq import RecurrentSeq2SeqConfig
+from .configuration_spatial_transformer import SpatialTransformerConfig
+from .configuration_squeeze_excitation import SqueezeExcitationConfig
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
 from .conversion import from_transformers
+from .feature_attention import create_feature_attention
+from .feature_map_layers import BasicResidualBlock, BottleneckResidualBlock, FeatureAttentionPreTrainedModel
 from .modeling_additive import AdditiveAttention, AdditiveAttentionModel, AdditiveAttentionPreTrainedModel
 from .modeling_attention_cnn import AttentionCNNForImageClassification, AttentionCNNModel, AttentionCNNPreTrainedModel
 from .modeling_clip_residual import (
@@ -42,6 +44,8 @@ from .modeling_clip_residual import (
     CLIPResidualTransformerModel,
     CLIPResidualTransformerPreTrainedModel,
 )
+from .modeling_compressai import CompressAIAttentionBlock, CompressAIAttentionModel
+from .modeling_criss_cross import CrissCrossAttention, CrissCrossAttentionModel
 from .modeling_detr_transformer import (
     DETRTransformerDecoder,
     DETRTransformerDecoderLayer,
@@ -50,15 +54,7 @@ from .modeling_detr_transformer import (
     DETRTransformerModel,
     DETRTransformerPreTrainedModel,
 )
-from .feature_attention import create_feature_attention
-from .feature_map_layers import BasicResidualBlock, BottleneckResidualBlock, FeatureAttentionPreTrainedModel
-from .modeling_compressai import CompressAIAttentionBlock, CompressAIAttentionModel
-from .modeling_criss_cross import CrissCrossAttention, CrissCrossAttentionModel
 from .modeling_dual_attention import ChannelAttention, DualAttention, DualAttentionModel, PositionAttention
-from .modeling_non_local import NonLocalBlock, NonLocalModel
-from .modeling_residual_attention import ResidualAttentionModel, ResidualAttentionModule
-from .modeling_spatial_transformer import SpatialTransformer, SpatialTransformerModel
-from .modeling_squeeze_excitation import SEBasicBlock, SEBottleneckBlock, SqueezeExcitation, SqueezeExcitationModel
 from .modeling_feature_map_cross_attention import (
     FeatureMapCrossAttention,
     FeatureMapCrossAttentionModel,
@@ -85,11 +81,15 @@ from .modeling_image_text import (
 from .modeling_linformer import LinformerPreTrainedModel, LinformerSelfAttention, LinformerSelfAttentionModel
 from .modeling_mha import MultiHeadAttentionModel, MultiHeadAttentionPreTrainedModel
 from .modeling_nadaraya_watson import NadarayaWatsonAttention, NadarayaWatsonModel, NadarayaWatsonPreTrainedModel
+from .modeling_non_local import NonLocalBlock, NonLocalModel
+from .modeling_residual_attention import ResidualAttentionModel, ResidualAttentionModule
 from .modeling_seq2seq import (
     RecurrentSeq2SeqForConditionalGeneration,
     RecurrentSeq2SeqModel,
     RecurrentSeq2SeqPreTrainedModel,
 )
+from .modeling_spatial_transformer import SpatialTransformer, SpatialTransformerModel
+from .modeling_squeeze_excitation import SEBasicBlock, SEBottleneckBlock, SqueezeExcitation, SqueezeExcitationModel
 from .modeling_video import (
     CLIPTextTower,
     CrossFrameAttentionLayer,

@@ -40,10 +40,11 @@ class GlimpseSensor(nn.Module):
 
     Patch s is `patch_size * 2**s` pixels wide and is the area average of its pixels over 2**s x 2**s blocks, read
     with one `grid_sample` per scale for the whole batch from an average-pooled image pyramid. Parts of a patch that
-    leave the image read zeros (of `pixel_values`: mid-grey after a normalisation to [-1, 1]). Any image height and width work (the pyramid pads the bottom and right edges to a
-    multiple of the coarsest block, which moves no coordinate). When a patch's left/top edge falls on a multiple of
-    2**s pixels, the result equals cropping the zero-padded image and average-pooling it exactly; in between, the
-    pooled pixels are interpolated bilinearly, so the patches move smoothly with the location.
+    leave the image read zeros (of `pixel_values`: mid-grey after a normalisation to [-1, 1]). Any image height and
+    width work (the pyramid pads the bottom and right edges to a multiple of the coarsest block, which moves no
+    coordinate). When a patch's left/top edge falls on a multiple of 2**s pixels, the result equals cropping the
+    zero-padded image and average-pooling it exactly; in between, the pooled pixels are interpolated bilinearly, so the
+    patches move smoothly with the location.
 
     Input: `pixel_values` (batch, channels, height, width) and `locations` (batch, 2) as (x, y) in [-1, 1].
     Output: (batch, num_scales, channels, patch_size, patch_size).
