@@ -30,7 +30,7 @@ from .attention import MultiHeadAttention, build_attention_mask, validate_paddin
 from .checks import check_input_ids, check_pixel_values
 from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
-from .modeling_clip_residual import CLIPResidualAttentionBlock
+from .modeling_clip_residual import CLIPResidualAttentionBlock, feed_forward
 from .modeling_vit import VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -163,7 +163,7 @@ class ImageTextFusionMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation(self.fc1(hidden_states)))
+        return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
 
 
 class ImageTextFusionLayer(GradientCheckpointingLayer):

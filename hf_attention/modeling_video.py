@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
+from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel, feed_forward
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 VIDEO_LAYOUT = "(batch, frames, channels, height, width)"
@@ -52,7 +52,7 @@ class VideoTransformerMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation(self.fc1(hidden_states)))
+        return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
 
 
 class IntraFrameAttention(MultiHeadAttention):
