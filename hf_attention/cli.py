@@ -23,7 +23,8 @@ from pathlib import Path
 # augmentation replaced dropout, whose masks cost a quarter of the forward pass; whole-pixel shifts cost 10 points.
 # fashion-mnist: 7x7 patches (16 tokens) let a 128-wide encoder run faster than a 64-wide one on 4x4 patches (49
 # tokens) and learn more per epoch (0.855 against 0.839 after 4 epochs); 25 epochs with flips: 0.901 (seeds 1, 2: 0.898,
-# 0.897) in 27-29 minutes; a 7% translation or learning rate 5e-3 did not help (README).
+# 0.897) in 27-29 minutes; a 7% translation, learning rate 5e-3 or no label smoothing did not help; batch 64 did
+# (seeds 1, 2: 0.904, 0.903) but takes 33 minutes (README).
 _WIDE = {"hidden_size": 128, "mlp_size": 256, "num_layers": 4, "dropout": 0.1, "drop_path_rate": 0.1}
 DATASET_DEFAULTS = {
     "digits": {
