@@ -12,22 +12,23 @@ import torch
 import transformers
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags (Linux), empty where /proc/cpuinfo is not there."""
+def cpu_info(field: str) -> str:
+    """One field of the first CPU in /proc/cpuinfo (Linux): "flags", "model name"; empty where it is not there."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
-        return set()
+        return ""
     for line in cpuinfo.read_text().splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        if line.split(":", 1)[0].strip() == field:
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def environment(threads: int | None = None) -> dict:
     """Machine, library versions and load, as one block of a benchmark's JSON; `threads` defaults to torch's."""
-    flags = cpu_flags()
+    flags = set(cpu_info("flags").split())
     return {
         "machine": platform.processor() or platform.machine(),
+        "cpu_model": cpu_info("model name"),  # the same 2-core VM has been an AMD EPYC (AVX2) and an Intel Xeon (AMX)
         "cpu_cores": os.cpu_count(),
         # without these, bfloat16 matmuls are emulated: much slower than float32, not faster
         "cpu_native_bfloat16": bool(flags & {"avx512_bf16", "amx_bf16"}),

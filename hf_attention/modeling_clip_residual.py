@@ -9,7 +9,7 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers.activations import ACT2FN, QuickGELUActivation
+from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
@@ -18,35 +18,8 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
 from .checks import check_float_input
 from .configuration_clip_residual import CLIPResidualTransformerConfig
+from .fused_linear import feed_forward
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
-
-QUICK_GELU_SLOPE = 1.702
-
-
-def feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, activation: nn.Module, fc_out: nn.Linear):
-    """fc_out(activation(fc_in(hidden_states))), with CLIP's QuickGELU as one fused kernel.
-
-    QuickGELU, x * sigmoid(1.702 x), makes three passes over the MLP's widest tensor: on a CPU about a sixth of an
-    X-CLIP encoder's forward time. silu(1.702 x) / 1.702 is the same function in one pass, and both scalings ride
-    on the matmuls as addmm's alpha, so they cost nothing. The fused path reads the layers' weights directly, so it
-    is taken only when both are plain `nn.Linear`s that nothing wraps: an adapter (PEFT), a quantised layer, a hook
-    or accelerate's offloading sends the input through the layers' own forward.
-    """
-    if not (isinstance(activation, QuickGELUActivation) and _is_plain_linear(fc_in) and _is_plain_linear(fc_out)):
-        return fc_out(activation(fc_in(hidden_states)))
-    rows = hidden_states.reshape(-1, hidden_states.shape[-1])
-    hidden = torch.addmm(fc_in.bias * QUICK_GELU_SLOPE, rows, fc_in.weight.t(), alpha=QUICK_GELU_SLOPE)
-    output = torch.addmm(fc_out.bias, nn.functional.silu(hidden), fc_out.weight.t(), alpha=1 / QUICK_GELU_SLOPE)
-    return output.view(*hidden_states.shape[:-1], fc_out.out_features)
-
-
-def _is_plain_linear(module: nn.Module) -> bool:
-    return (
-        type(module) is nn.Linear
-        and module.bias is not None
-        and not (module._forward_hooks or module._forward_pre_hooks)
-        and "forward" not in vars(module)  # accelerate's hooks replace the instance's forward
-    )
 
 
 class CLIPResidualMLP(nn.Module):

@@ -30,7 +30,8 @@ from .attention import MultiHeadAttention, build_attention_mask, validate_paddin
 from .checks import check_input_ids, check_pixel_values
 from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
-from .modeling_clip_residual import CLIPResidualAttentionBlock, feed_forward
+from .fused_linear import feed_forward
+from .modeling_clip_residual import CLIPResidualAttentionBlock
 from .modeling_vit import VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 

@@ -28,7 +28,8 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel, feed_forward
+from .fused_linear import feed_forward
+from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 VIDEO_LAYOUT = "(batch, frames, channels, height, width)"
