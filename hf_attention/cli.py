@@ -19,7 +19,7 @@ from pathlib import Path
 
 # dataset -> defaults that fit it; an explicit flag always wins
 # digits: 2x2 patches (16 tokens), a 64-wide encoder of 2 layers, label smoothing and sub-pixel affine moves for 60
-# epochs on one thread (2 threads on matmuls this small only add synchronisation): 22-60 s of training. The
+# epochs on one thread (2 threads on matmuls this small only add synchronisation): 22-65 s of training. The
 # augmentation replaced dropout, whose masks cost a quarter of the forward pass; whole-pixel shifts cost 10 points.
 # 50 epochs met 0.97 on seeds 0-2 on one CPU but not on another (0.958 and 0.967 on seeds 1, 2), 60 on both (README).
 # fashion-mnist: 7x7 patches (16 tokens) let a 128-wide encoder run faster than a 64-wide one on 4x4 patches (49
