@@ -27,7 +27,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .checks import check_attention_shape, check_float_input, check_probability
-from .fused_linear import linear
+from .fused_linear import apply_linear
 
 try:  # flex attention exists on every torch transformers 5 supports, but keep import failures readable
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask
@@ -417,13 +417,13 @@ class MultiHeadAttention(nn.Module):
         if self.fused_qkv:
             if key_value_states is not None or value_states is not None:
                 raise ValueError("This attention fuses its Q/K/V projection, so it is self-attention only.")
-            qkv = linear(hidden_states, self.qkv_proj)
+            qkv = apply_linear(hidden_states, self.qkv_proj)
             return rearrange(qkv, "b n (three h d) -> three b h n d", three=3, h=self.num_heads).unbind(0)
         keys = hidden_states if key_value_states is None else key_value_states
         values = keys if value_states is None else value_states
-        query = rearrange(linear(hidden_states, self.q_proj), "b n (h d) -> b h n d", h=self.num_heads)
-        key = rearrange(linear(keys, self.k_proj), "b n (h d) -> b h n d", h=self.num_heads)
-        value = rearrange(linear(values, self.v_proj), "b n (h d) -> b h n d", h=self.num_heads)
+        query = rearrange(apply_linear(hidden_states, self.q_proj), "b n (h d) -> b h n d", h=self.num_heads)
+        key = rearrange(apply_linear(keys, self.k_proj), "b n (h d) -> b h n d", h=self.num_heads)
+        value = rearrange(apply_linear(values, self.v_proj), "b n (h d) -> b h n d", h=self.num_heads)
         return query, key, value
 
     def forward(
@@ -469,7 +469,7 @@ class MultiHeadAttention(nn.Module):
             output_attentions=output_attentions,
             **kwargs,
         )
-        output = linear(output.flatten(2), self.out_proj)
+        output = apply_linear(output.flatten(2), self.out_proj)
         if mask is not None:  # a query that attends to nothing outputs nothing, not the projection's bias
             output = torch.where(mask.query_keeps[:, :, None], output, 0.0)
         return output, probs

@@ -19,8 +19,9 @@ from pathlib import Path
 
 # dataset -> defaults that fit it; an explicit flag always wins
 # digits: 2x2 patches (16 tokens), a 64-wide encoder of 2 layers, label smoothing and sub-pixel affine moves for 60
-# epochs on one thread (2 threads on matmuls this small only add synchronisation): 22-65 s of training. The
-# augmentation replaced dropout, whose masks cost a quarter of the forward pass; whole-pixel shifts cost 10 points.
+# epochs on one thread (2 threads on matmuls this small only add synchronisation): 27-30 s of wall time on the Xeon,
+# 69-75 s on the AVX2 EPYC. The augmentation replaced dropout, whose masks cost a quarter of the forward pass;
+# whole-pixel shifts cost 10 points.
 # 50 epochs met 0.97 on seeds 0-2 on one CPU but not on another (0.958 and 0.967 on seeds 1, 2), 60 on both (README).
 # fashion-mnist: 7x7 patches (16 tokens) let a 128-wide encoder run faster than a 64-wide one on 4x4 patches (49
 # tokens) and learn more per epoch (0.855 against 0.839 after 4 epochs); batch 64 for 22 epochs with flips: 0.901 on

@@ -5,7 +5,8 @@ Two fusions, each taken only where it was measured to win (`benchmarks/bench_vit
 - bfloat16 inference on a CPU whose oneDNN has bf16 kernels (AVX-512 bf16, AMX): oneDNN's inner product adds the
   bias and applies GELU, ReLU or SiLU in the matmul's epilogue, while aten's bf16 `addmm` first copies the bias into
   the output and the activation then makes a second pass over the widest tensor. On ViT-S/16's shapes that is ~15%
-  per linear layer and ~20% for fc1 with its GELU. oneDNN's op has no backward, so training keeps aten's path.
+  per linear layer and ~20% for fc1 with its GELU. oneDNN's op has no backward, so anything that needs a gradient
+  keeps aten's path (a reentrant checkpointed forward runs without one: it may take oneDNN, its recompute aten).
 - CLIP's QuickGELU anywhere else: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both
   scalings riding on the matmuls as `addmm`'s alpha.
 
@@ -17,12 +18,13 @@ import functools
 
 import torch
 from torch import nn
-from transformers.activations import GELUActivation, QuickGELUActivation
+from torch.nn.modules import module as module_hooks
+from transformers.activations import GELUActivation, QuickGELUActivation, SiLUActivation
 
 QUICK_GELU_SLOPE = 1.702
 
 
-def linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:
+def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:
     """activation(layer(hidden_states)), in one oneDNN kernel for bfloat16 inference on a CPU that has one."""
     if not _onednn_applies(hidden_states, layer):
         output = layer(hidden_states)
@@ -33,16 +35,20 @@ def linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module 
     return output if epilogue is not None else activation(output)
 
 
-def feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, activation: nn.Module, fc_out: nn.Linear):
+def feed_forward(
+    hidden_states: torch.Tensor, fc_in: nn.Linear, activation: nn.Module, fc_out: nn.Linear
+) -> torch.Tensor:
     """fc_out(activation(fc_in(hidden_states))), with the activation fused into fc_in where a kernel allows it."""
-    if isinstance(activation, QuickGELUActivation) and _is_plain_linear(fc_in) and _is_plain_linear(fc_out):
+    is_quick_gelu = type(activation) is QuickGELUActivation and _is_unwrapped(activation)
+    if is_quick_gelu and _is_plain_linear(fc_in) and _is_plain_linear(fc_out):
         return _quick_gelu_feed_forward(hidden_states, fc_in, fc_out)
-    return linear(linear(hidden_states, fc_in, activation), fc_out)
+    return apply_linear(apply_linear(hidden_states, fc_in, activation), fc_out)
 
 
 def _quick_gelu_feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, fc_out: nn.Linear) -> torch.Tensor:
     if _onednn_applies(hidden_states, fc_in, fc_out):
-        # oneDNN's swish has no slope: silu(W (1.702 x) + 1.702 b) is 1.702 * QuickGELU(W x + b)
+        # oneDNN's swish has no slope: silu(W (1.702 x) + 1.702 b) is 1.702 * QuickGELU(W x + b). The scaled input
+        # and the bias-free output are rounded to bf16 once more each, so the error is ~1.5x the unfused one's.
         scaled = torch.ops.mkldnn._linear_pointwise(
             hidden_states * QUICK_GELU_SLOPE, fc_in.weight, fc_in.bias * QUICK_GELU_SLOPE, "swish", [], ""
         )
@@ -58,34 +64,37 @@ def _onednn_epilogue(activation: nn.Module | None) -> tuple[str, str] | None:
     """oneDNN's (attribute, algorithm) for `activation`, or None where it has none exact (it then runs after)."""
     if activation is None:
         return "none", ""
-    if "forward" in vars(activation):  # a hub kernel or a patch replaced it: run it as it is
+    if not _is_unwrapped(activation):  # a hook, a hub kernel or a patch: run it as it is
         return None
-    if isinstance(activation, GELUActivation) and activation.act is nn.functional.gelu:
+    if type(activation) is GELUActivation and activation.act is nn.functional.gelu:
         return "gelu", "none"
     if type(activation) is nn.GELU:
         return "gelu", activation.approximate
     if type(activation) is nn.ReLU:
         return "relu", ""
-    if type(activation) is nn.SiLU:
+    if type(activation) in (nn.SiLU, SiLUActivation):
         return "swish", ""
     return None
 
 
 def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
     """bfloat16 inference on a CPU with oneDNN bf16 kernels, through plain layers whose widths chain."""
+    if hidden_states.dtype != torch.bfloat16 or hidden_states.device.type != "cpu":
+        return False
+    parameters = [parameter for layer in layers for parameter in layer.parameters()]
+    needs_grad = hidden_states.requires_grad or any(parameter.requires_grad for parameter in parameters)
     widths = [hidden_states.shape[-1], *(layer.out_features for layer in layers[:-1])]
-    needs_grad = hidden_states.requires_grad or any(layer.weight.requires_grad for layer in layers)
     return (
-        hidden_states.dtype == torch.bfloat16
-        and hidden_states.device.type == "cpu"
-        and not (torch.is_grad_enabled() and needs_grad)
+        not (torch.is_grad_enabled() and needs_grad)
         and not torch.compiler.is_compiling()  # inductor fuses on its own
+        and torch.backends.mkldnn.enabled  # torch.backends.mkldnn.flags(enabled=False) is honoured
+        and all(  # plain tensors where the input is: no meta or offloaded weights, no tensor subclasses
+            type(parameter) is nn.Parameter and parameter.dtype == torch.bfloat16 and parameter.device.type == "cpu"
+            for parameter in parameters
+        )
         and all(
-            type(layer) is nn.Linear
-            and layer.weight.dtype == torch.bfloat16
-            and layer.in_features == width  # else aten's linear names the shapes that do not fit
-            and _is_unwrapped(layer)
-            for layer, width in zip(layers, widths, strict=True)
+            type(layer) is nn.Linear and layer.in_features == width and _is_unwrapped(layer)
+            for layer, width in zip(layers, widths, strict=True)  # a wrong width: aten's linear names the shapes
         )
         and _has_onednn_bf16()
     )
@@ -107,4 +116,7 @@ def _is_plain_linear(module: nn.Module) -> bool:
 
 
 def _is_unwrapped(module: nn.Module) -> bool:
-    return not (module._forward_hooks or module._forward_pre_hooks) and "forward" not in vars(module)
+    """No hooks on it or on every module (register_module_forward_hook), and its class's own forward."""
+    hooks = module._forward_hooks or module._forward_pre_hooks
+    global_hooks = module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks
+    return not (hooks or global_hooks) and "forward" not in vars(module)

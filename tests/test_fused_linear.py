@@ -1,6 +1,8 @@
 """Linear layers fused with their activation (fused_linear): the same numbers as the modules, the fused kernel only
 where it has a backward and nothing wraps the layers, and aten's own errors for bad shapes."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -8,15 +10,22 @@ from torch.profiler import ProfilerActivity, profile
 from transformers.activations import ACT2FN
 
 from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification
-from hf_attention.fused_linear import _has_onednn_bf16, _onednn_applies, feed_forward, linear
+from hf_attention.fused_linear import _has_onednn_bf16, _onednn_applies, apply_linear, feed_forward
 
 ONEDNN_BF16 = _has_onednn_bf16()
-ACTIVATIONS = ["gelu", "gelu_pytorch_tanh", "relu", "silu", "quick_gelu", "tanh"]
+ACTIVATIONS = ["gelu", "gelu_pytorch_tanh", "relu", "silu", "quick_gelu", "tanh", "torch_gelu_tanh", "torch_silu"]
+TORCH_ACTIVATIONS = {"torch_gelu_tanh": lambda: nn.GELU(approximate="tanh"), "torch_silu": nn.SiLU}
 
 
 def layers(activation: str, width: int = 24, hidden: int = 96):
     torch.manual_seed(0)
-    return nn.Linear(width, hidden), ACT2FN[activation], nn.Linear(hidden, width)
+    act = TORCH_ACTIVATIONS[activation]() if activation in TORCH_ACTIVATIONS else ACT2FN[activation]
+    return nn.Linear(width, hidden), act, nn.Linear(hidden, width)
+
+
+def bf16_layers(activation: str):
+    fc_in, act, fc_out = layers(activation)
+    return fc_in.to(torch.bfloat16), act, fc_out.to(torch.bfloat16)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -39,10 +48,8 @@ def test_bf16_inference_stays_as_close_to_float32_as_the_modules_do(activation, 
 
 
 @pytest.mark.parametrize("activation", ["gelu", "quick_gelu"])
-def test_bf16_training_goes_through_aten_and_gets_its_exact_gradients(activation):
-    fc_in, act, fc_out = (
-        module.to(torch.bfloat16) if isinstance(module, nn.Linear) else module for module in layers(activation)
-    )
+def test_bf16_training_goes_through_aten_and_gets_its_gradients(activation):
+    fc_in, act, fc_out = bf16_layers(activation)
     hidden = torch.randn(4, 24, dtype=torch.bfloat16, requires_grad=True)
     assert not _onednn_applies(hidden, fc_in)
     got = feed_forward(hidden, fc_in, act, fc_out)
@@ -75,9 +82,7 @@ def test_the_fused_kernel_is_taken_only_for_bf16_inference_through_plain_layers(
 
 
 def test_wrapped_layers_and_activations_run_as_they_are_in_bf16_inference():
-    fc_in, act, fc_out = (
-        module.to(torch.bfloat16) if isinstance(module, nn.Linear) else module for module in layers("gelu")
-    )
+    fc_in, act, fc_out = bf16_layers("gelu")
     hidden = torch.randn(6, 24, dtype=torch.bfloat16)
     with torch.no_grad():
         plain = feed_forward(hidden, fc_in, act, fc_out)
@@ -88,12 +93,63 @@ def test_wrapped_layers_and_activations_run_as_they_are_in_bf16_inference():
         torch.testing.assert_close(feed_forward(hidden, fc_in, act, fc_out), fc_out.bias.expand_as(plain))
 
 
+def test_a_trainable_bias_of_a_frozen_weight_still_gets_its_gradient_in_bf16():
+    for activation in ("gelu", "quick_gelu"):  # BitFit: only the biases train
+        fc_in, act, fc_out = bf16_layers(activation)
+        fc_in.weight.requires_grad_(False)
+        fc_out.weight.requires_grad_(False)
+        assert not _onednn_applies(torch.randn(2, 24, dtype=torch.bfloat16), fc_in, fc_out)
+        feed_forward(torch.randn(5, 24, dtype=torch.bfloat16), fc_in, act, fc_out).float().sum().backward()
+        assert fc_in.bias.grad is not None and fc_in.bias.grad.abs().sum() > 0, activation
+
+
+def test_weights_that_are_not_plain_cpu_bf16_tensors_go_through_aten():
+    rows = torch.randn(5, 24, dtype=torch.bfloat16)
+    with torch.no_grad():
+        meta = nn.Linear(24, 8, device="meta", dtype=torch.bfloat16)
+        assert not _onednn_applies(rows, meta)
+        with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
+            apply_linear(rows, meta)
+        mixed = nn.Linear(24, 8).to(torch.bfloat16)
+        mixed.bias.data = mixed.bias.data.float()  # aten refuses a float32 bias next to bf16 weights; so do we
+        assert not _onednn_applies(rows, mixed)
+        with warnings.catch_warnings():  # leaving the context restores oneDNN's TF32 flag, which warns on CPU builds
+            warnings.simplefilter("ignore", UserWarning)
+            with torch.backends.mkldnn.flags(enabled=False):
+                assert not _onednn_applies(rows, nn.Linear(24, 8).to(torch.bfloat16))
+
+
+def test_activations_that_are_hooked_or_subclassed_run_as_they_are_in_bf16_inference():
+    fc_in, act, fc_out = bf16_layers("gelu")
+    hidden = torch.randn(6, 24, dtype=torch.bfloat16)
+    seen = []
+    with torch.no_grad():
+        handle = act.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+        feed_forward(hidden, fc_in, act, fc_out)
+        handle.remove()
+        assert seen == [torch.Size([6, 96])], "the probe on the activation fired"
+
+        class ClampedGELU(type(act)):
+            def forward(self, input):
+                return super().forward(input).clamp(max=0.1)
+
+        got = feed_forward(hidden, fc_in, ClampedGELU(), fc_out)
+        torch.testing.assert_close(got, fc_out(act(fc_in(hidden)).clamp(max=0.1)))
+        calls = []
+        handle = nn.modules.module.register_module_forward_hook(lambda module, inputs, output: calls.append(module))
+        try:
+            feed_forward(hidden, fc_in, act, fc_out)
+        finally:
+            handle.remove()
+        assert calls == [fc_in, act, fc_out], "a global hook sees every module"
+
+
 def test_a_wrong_width_in_bf16_inference_gets_aten_s_message():
     with (
         torch.no_grad(),
         pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(3x8 and 16x4"),
     ):
-        linear(torch.randn(3, 8, dtype=torch.bfloat16), nn.Linear(16, 4).to(torch.bfloat16), nn.GELU())
+        apply_linear(torch.randn(3, 8, dtype=torch.bfloat16), nn.Linear(16, 4).to(torch.bfloat16), nn.GELU())
 
 
 @pytest.mark.skipif(not ONEDNN_BF16, reason="this CPU has no oneDNN bf16 kernels (needs AVX-512 bf16 or AMX)")
