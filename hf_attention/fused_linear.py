@@ -5,8 +5,9 @@ Two fusions, each taken only where it was measured to win (`benchmarks/bench_vit
 - bfloat16 inference on a CPU whose oneDNN has bf16 kernels (AVX-512 bf16, AMX): oneDNN's inner product adds the
   bias and applies GELU, ReLU or SiLU in the matmul's epilogue, while aten's bf16 `addmm` first copies the bias into
   the output and the activation then makes a second pass over the widest tensor. On ViT-S/16's shapes that is ~15%
-  per linear layer and ~20% for fc1 with its GELU. oneDNN's op has no backward, so anything that needs a gradient
-  keeps aten's path (a reentrant checkpointed forward runs without one: it may take oneDNN, its recompute aten).
+  per linear layer and ~20% for fc1 with its GELU (timed by hand; the benchmarks time whole models). oneDNN's op has
+  no backward, so anything that needs a gradient keeps aten's path (a reentrant checkpointed forward runs without
+  one: it may take oneDNN, its recompute aten).
 - CLIP's QuickGELU anywhere else: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both
   scalings riding on the matmuls as `addmm`'s alpha.
 
@@ -86,7 +87,7 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
     widths = [hidden_states.shape[-1], *(layer.out_features for layer in layers[:-1])]
     return (
         not (torch.is_grad_enabled() and needs_grad)
-        and not torch.compiler.is_compiling()  # inductor fuses on its own
+        and not torch.compiler.is_compiling()  # inductor picks its own kernels for the traced graph
         and torch.backends.mkldnn.enabled  # torch.backends.mkldnn.flags(enabled=False) is honoured
         and all(  # plain tensors where the input is: no meta or offloaded weights, no tensor subclasses
             type(parameter) is nn.Parameter and parameter.dtype == torch.bfloat16 and parameter.device.type == "cpu"
