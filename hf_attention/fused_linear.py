@@ -20,7 +20,7 @@ import functools
 import torch
 from torch import nn
 from torch.nn.modules import module as module_hooks
-from transformers.activations import GELUActivation, QuickGELUActivation, SiLUActivation
+from transformers.activations import ACT2FN, GELUActivation, QuickGELUActivation, SiLUActivation
 
 QUICK_GELU_SLOPE = 1.702
 
@@ -44,6 +44,19 @@ def feed_forward(
     if is_quick_gelu and _is_plain_linear(fc_in) and _is_plain_linear(fc_out):
         return _quick_gelu_feed_forward(hidden_states, fc_in, fc_out)
     return apply_linear(apply_linear(hidden_states, fc_in, activation), fc_out)
+
+
+class FeedForward(nn.Module):
+    """A transformer layer's MLP, fc2(activation(fc1(x))), with `feed_forward`'s fusions."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.activation = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
 
 
 def _quick_gelu_feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, fc_out: nn.Linear) -> torch.Tensor:

@@ -19,7 +19,6 @@ from huggingface_hub import ModelCard
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput, TransformersKwargs
@@ -30,7 +29,7 @@ from .attention import MultiHeadAttention, build_attention_mask, validate_paddin
 from .checks import check_input_ids, check_pixel_values
 from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
-from .fused_linear import feed_forward
+from .fused_linear import FeedForward
 from .modeling_clip_residual import CLIPResidualAttentionBlock
 from .modeling_vit import VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
@@ -156,17 +155,6 @@ class CLIPResidualTextModel(HFAttentionPreTrainedModel):
 # --- the fusion ---------------------------------------------------------------------------------------------------
 
 
-class ImageTextFusionMLP(nn.Module):
-    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
-        super().__init__()
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
-        self.activation = ACT2FN[hidden_act]
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
-
-
 class ImageTextFusionLayer(GradientCheckpointingLayer):
     """Pre-norm fusion layer: x + self_attention(norm(x)), x + cross_attention(norm(x), context), x + mlp(norm(x)).
 
@@ -185,9 +173,7 @@ class ImageTextFusionLayer(GradientCheckpointingLayer):
             hidden_size, heads, key_dim=context_size, dropout=dropout, config=config
         )
         self.mlp_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.mlp = ImageTextFusionMLP(
-            hidden_size, config.fusion_intermediate_size or 4 * hidden_size, config.hidden_act
-        )
+        self.mlp = FeedForward(hidden_size, config.fusion_intermediate_size or 4 * hidden_size, config.hidden_act)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, context, self_mask=None, cross_mask=None, **kwargs) -> torch.Tensor:

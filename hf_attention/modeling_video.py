@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .fused_linear import feed_forward
+from .fused_linear import FeedForward
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -43,17 +43,6 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
     shape = (hidden_states.shape[0],) + (1,) * (hidden_states.dim() - 1)
     keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
     return hidden_states * keep / keep_prob
-
-
-class VideoTransformerMLP(nn.Module):
-    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
-        super().__init__()
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
-        self.activation = ACT2FN[hidden_act]
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
 
 
 class IntraFrameAttention(MultiHeadAttention):
@@ -128,7 +117,7 @@ class CrossFrameAttentionLayer(GradientCheckpointingLayer):
         self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.self_attn = IntraFrameAttention(hidden_size, num_heads, **attention, config=config)
         self.layer_norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.mlp = VideoTransformerMLP(hidden_size, intermediate_size, hidden_act)
+        self.mlp = FeedForward(hidden_size, intermediate_size, hidden_act)
         self.drop_path_rate = drop_path_rate
 
     @property
@@ -405,7 +394,7 @@ def init_x_clip_weights(
         init.normal_(module.position_embedding, std=position_std or initializer_range * factor)
     elif isinstance(module, MultiHeadAttention) and module.fused_qkv:
         init_clip_attention(module, num_layers, factor)
-    elif isinstance(module, VideoTransformerMLP):
+    elif isinstance(module, FeedForward):
         init_clip_mlp(module.fc1, module.fc2, num_layers, factor)
     elif isinstance(module, MultiFrameIntegrationTransformer):
         init.normal_(module.position_embedding, std=factor)

@@ -7,7 +7,6 @@ Data flow: pixels -> patch embeddings + class token + position embeddings -> enc
 import torch
 from torch import nn
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.processing_utils import Unpack
@@ -18,7 +17,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .checks import check_pixel_values
 from .configuration_vit import VisionTransformerConfig, as_pair
-from .fused_linear import feed_forward
+from .fused_linear import FeedForward
 from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -98,17 +97,6 @@ def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> 
     return hidden_states * keep / keep_prob
 
 
-class VisionTransformerMLP(nn.Module):
-    def __init__(self, config: VisionTransformerConfig):
-        super().__init__()
-        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.activation = ACT2FN[config.hidden_act]
-        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
-
-
 class VisionTransformerLayer(GradientCheckpointingLayer):
     """Pre-norm encoder layer: x + attention(norm(x)), then x + mlp(norm(x))."""
 
@@ -117,7 +105,7 @@ class VisionTransformerLayer(GradientCheckpointingLayer):
         self.layernorm_before = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.attention = self.make_attention(config)
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = VisionTransformerMLP(config)
+        self.mlp = FeedForward(config.hidden_size, config.intermediate_size, config.hidden_act)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.drop_path_rate = drop_path_rate
 
