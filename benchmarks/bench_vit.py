@@ -2,11 +2,12 @@
 
 Both models hold the same weights (ours is converted from theirs) and see the same batch. Timings alternate
 between the models, round after round, so machine noise hits both alike; the median round and the median of the
-per-round ratios are reported, next to the share of a 2048^3 matmul's rate (measured in the same process, in the
-same dtype) that each model reaches. Cases: inference in float32 (eager, sdpa) and bfloat16 (sdpa), a training step
-(forward + backward) in float32 and under bfloat16 autocast, and inference with both models under
-`torch.compile` (inductor). `--against-timm` adds timm's `vit_small_patch16_224` (random weights, same shapes;
-timm needs the second venv of benchmarks/setup_reference_venv.sh).
+per-round ratios are reported, next to the share of a 2048^3 matmul's rate that each model reaches (the median of
+per-round shares: the matmul is timed in every round, in the same dtype, right after the models). Cases: inference
+in float32 (eager, sdpa) and bfloat16 (sdpa), a training step (forward + backward) in float32 and under bfloat16
+autocast, and inference with both models under `torch.compile` (inductor). `--against-timm` adds timm's
+`vit_small_patch16_224` (random weights, same shapes; timm needs the second venv of
+benchmarks/setup_reference_venv.sh).
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
     python benchmarks/bench_vit.py --cases fp32 bf16 train compile     # a CPU without native bf16 (AVX2 only)
@@ -127,7 +128,7 @@ def build_models(implementation: str, dtype: torch.dtype, training: bool, args) 
     return {name: model.train(training).to(weight_dtype) for name, model in models.items()}, config
 
 
-def measure(case: str, implementation: str, dtype, training: bool, compiled: bool, peaks: dict, args) -> dict:
+def measure(case: str, implementation: str, dtype, training: bool, compiled: bool, args) -> dict:
     models, config = build_models(implementation, dtype, training, args)
     pixels = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     pixels = pixels if training else pixels.to(dtype)
@@ -140,16 +141,20 @@ def measure(case: str, implementation: str, dtype, training: bool, compiled: boo
     for step in steps.values():  # warm-up (and compilation)
         step()
         step()
-    rounds = {name: [] for name in steps}
+    rounds, peaks = {name: [] for name in steps}, []
+    matmul_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
     for _ in range(args.rounds):
         for name, step in steps.items():
             rounds[name].append(images_per_second(step, args.batch_size, args.iterations))
+        # in every round, as this VM's matmul rate was seen to move by 2x within an hour
+        peaks.append(matmul_gflops(matmul_dtype, repeats=2))
     flops_per_image = vit_forward_flops(config) * (3 if training else 1)  # backward ~ twice the forward
-    peak = peaks[torch.bfloat16 if dtype == torch.bfloat16 else torch.float32]
     row = {"case": case, "attn_implementation": implementation, "max_abs_logit_difference": float(difference)}
+    row["matmul_2048_gflops_per_round"] = [round(peak, 1) for peak in peaks]
     for name, values in rounds.items():
         row[f"{name}_images_per_s"] = round(statistics.median(values), 2)
-        row[f"{name}_share_of_matmul_peak"] = round(statistics.median(values) * flops_per_image / 1e9 / peak, 3)
+        shares = [rate * flops_per_image / 1e9 / peak for rate, peak in zip(values, peaks, strict=True)]
+        row[f"{name}_share_of_matmul_peak"] = round(statistics.median(shares), 3)
     for name in rounds:
         if name == "transformers":
             continue
@@ -174,11 +179,10 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/vit_cpu.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    peaks = {dtype: matmul_gflops(dtype) for dtype in (torch.float32, torch.bfloat16)}
     results = []
     for name in args.cases:
         for spec in CASES[name]:
-            results.append(measure(*spec, peaks, args))
+            results.append(measure(*spec, args))
             print(json.dumps(results[-1]), flush=True)  # a long run shows its progress, case by case
     report = {
         "benchmark": "ViT-S/16, ours vs transformers.ViTForImageClassification (same weights), "
@@ -190,10 +194,6 @@ def main() -> None:
             "rounds": args.rounds,
             "device": "cpu",
             **environment(),
-            "matmul_2048_gflops": {
-                "float32": round(peaks[torch.float32], 1),
-                "bfloat16": round(peaks[torch.bfloat16], 1),
-            },
         },
         "results": results,
     }

@@ -13,10 +13,14 @@ Two guarantees hold on every backend:
 
 `output_attentions=True` returns the real attention probabilities on every backend: kernels that do not
 produce them (sdpa, flash, flex) are bypassed for that call, which is computed eagerly instead.
+
+"sdpa" in bfloat16 on a CPU with AVX-512 bf16 but no AMX also runs eagerly, where that is faster than PyTorch's CPU
+flash kernel (`_eager_outruns_cpu_sdpa` says when and at what price).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -225,19 +229,33 @@ def eager_attention_forward(
     meet the values, so the probabilities returned are the very tensor the output was computed from.
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    # scaling the queries, not the scores: a pass over (length x head_dim), not (length x length), same roundings
+    scores = torch.matmul(query * scaling, key.transpose(-1, -2))
     if is_causal and attention_mask is None:
         attention_mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
     if attention_mask is not None and attention_mask.dtype == torch.bool:
-        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        scores = scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
     elif attention_mask is not None:
         scores = scores.float() + attention_mask
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = _softmax_of_scores(scores, query.dtype)
     if query_keeps is not None:
         probs = torch.where(query_keeps[:, None, :, None], probs, 0.0)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
+
+
+def _softmax_of_scores(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """softmax over keys, computed in float32 and returned in `dtype`.
+
+    On the CPU, where no gradient flows, it overwrites the scores: a fresh (length x length) buffer per layer costs
+    page faults that took as long as the softmax itself (glibc hands large blocks back to the system). The CPU's
+    bfloat16/float16 softmax kernels compute in float32, so the result is one rounding of the float32 softmax.
+    """
+    in_place = scores.dtype == dtype and scores.device.type == "cpu"
+    if in_place and not (torch.is_grad_enabled() and scores.requires_grad):
+        return torch.softmax(scores, dim=-1, out=scores)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
 
 
 def masked_softmax(scores: torch.Tensor, keep_mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
@@ -322,7 +340,8 @@ def dot_product_attention(
         if attention_mask.key_keeps is not None:
             keeps = attention_mask.key_keeps[:, None, :, None]
             key, value = torch.where(keeps, key, 0.0), torch.where(keeps, value, 0.0)
-    if output_attentions or attn_implementation in (None, "eager") or query.shape[0] == 0:
+    eager = output_attentions or attn_implementation in (None, "eager") or query.shape[0] == 0
+    if eager or _eager_outruns_cpu_sdpa(query, key, attn_implementation):
         mask = None if attention_mask is None else attention_mask.allowed
         keeps = None if attention_mask is None else attention_mask.query_keeps
         output, probs = eager_attention_forward(
@@ -339,6 +358,39 @@ def dot_product_attention(
     if attention_mask is not None:
         output = torch.where(attention_mask.query_keeps[:, :, None, None], output, 0.0)
     return output, None
+
+
+# The most scores per layer (64 MiB in bfloat16) for which sdpa may run eagerly on the CPU: flash needs no buffer
+EAGER_SCORES_LIMIT = 2**25
+
+
+def _eager_outruns_cpu_sdpa(query: torch.Tensor, key: torch.Tensor, attn_implementation: str | None) -> bool:
+    """Whether "sdpa" should run as eager attention: bfloat16 on a CPU with AVX-512 bf16 but no AMX.
+
+    There PyTorch's CPU flash kernel computes in float32, at the float32 matmul rate (~100 GFLOP/s against a bf16
+    peak near 700 on 2 cores), while eager attention's bf16 matmuls and float32 softmax run 1.8-2.2x faster from
+    197 to 1,024 tokens (`benchmarks/bench_vit.py`). The price is what transformers' eager path pays everywhere:
+    the scores are rounded to bf16 before the softmax, and training keeps the probabilities for the backward pass
+    (bounded by `EAGER_SCORES_LIMIT` per layer). `sdpa_kernel` calls that leave out the math backend keep
+    PyTorch's kernels, as do `torch.compile` and CPUs with AMX, whose flash kernel runs on the tiles.
+    """
+    if attn_implementation != "sdpa" or query.device.type != "cpu" or query.dtype != torch.bfloat16:
+        return False
+    num_scores = query.shape[:-1].numel() * key.shape[-2]
+    return (
+        not torch.compiler.is_compiling()
+        and torch.backends.cuda.math_sdp_enabled()  # the flag sdpa_kernel sets, for every device
+        and num_scores <= EAGER_SCORES_LIMIT
+        and _has_bf16_dot_products_without_amx()
+    )
+
+
+@functools.cache
+def _has_bf16_dot_products_without_amx() -> bool:
+    cpu = torch.cpu
+    if not (hasattr(cpu, "_is_avx512_bf16_supported") and hasattr(cpu, "_is_amx_tile_supported")):
+        return False
+    return cpu._is_avx512_bf16_supported() and not cpu._is_amx_tile_supported()
 
 
 class MultiHeadAttention(nn.Module):

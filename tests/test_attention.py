@@ -3,9 +3,12 @@
 import pytest
 import torch
 from conftest import BACKENDS
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.profiler import ProfilerActivity, profile
 from transformers import AttentionInterface
 
 from hf_attention import MultiHeadAttention, build_attention_mask
+from hf_attention import attention as attention_module
 from hf_attention.attention import eager_attention_forward
 
 
@@ -219,3 +222,86 @@ def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
     assert mask.backend_mask.tolist() == [[True, True, False], [True, True, True]]
     # ...and its outputs are zeroed afterwards, like every padded query's
     assert mask.query_keeps.tolist() == [[True, True, False], [False, False, False]]
+
+
+@pytest.fixture
+def cpu_without_amx(monkeypatch):
+    """The CPU "sdpa" runs eagerly on in bfloat16 (AVX-512 bf16, no AMX), whatever CPU runs the test."""
+    monkeypatch.setattr(attention_module, "_has_bf16_dot_products_without_amx", lambda: True)
+
+
+def kernel_counts(step) -> dict[str, int]:
+    with profile(activities=[ProfilerActivity.CPU]) as trace:
+        step()
+    return {event.key: event.count for event in trace.key_averages()}
+
+
+def padded_causal_attention(dtype):
+    hidden = torch.randn(3, 6, 16).to(dtype)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[0, :2] = False  # under the causal mask its first two queries see no key at all
+    mask[1, 4:] = False
+    attention = MultiHeadAttention(16, 4, fused_qkv=True, is_causal=True).to(dtype)
+    return attention, hidden, mask
+
+
+def test_bf16_sdpa_runs_eagerly_where_the_cpu_flash_kernel_is_slower(cpu_without_amx):
+    attention, hidden, mask = padded_causal_attention(torch.bfloat16)
+    with torch.no_grad():
+        counts = kernel_counts(lambda: attention(hidden, attention_mask=mask))
+        routed = attention(hidden, attention_mask=mask)[0]
+        attention.attn_implementation = "eager"
+        eager = attention(hidden, attention_mask=mask)[0]
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in counts
+    assert counts["aten::_softmax"] == 1
+    assert torch.equal(routed, eager)
+    assert routed[0, :2].abs().max() == 0 and routed[1, 4:].abs().max() == 0 and not routed.isnan().any()
+
+    float_attention, float_hidden, _ = padded_causal_attention(torch.float32)
+    float_attention.load_state_dict(attention.state_dict())
+    with torch.no_grad():
+        expected = float_attention(hidden.float(), attention_mask=mask)[0]
+    torch.testing.assert_close(routed.float(), expected, atol=2e-2, rtol=2e-2)
+
+
+def test_bf16_sdpa_trains_eagerly_with_eager_s_gradients(cpu_without_amx):
+    attention, hidden, mask = padded_causal_attention(torch.bfloat16)
+    gradients = {}
+    for implementation in ("sdpa", "eager"):
+        attention.attn_implementation = implementation
+        attention.zero_grad()
+        attention(hidden, attention_mask=mask)[0].float().square().sum().backward()
+        gradients[implementation] = attention.qkv_proj.weight.grad.clone()
+    assert gradients["sdpa"].abs().max() > 0
+    assert torch.equal(gradients["sdpa"], gradients["eager"])
+
+
+def test_sdpa_keeps_pytorch_s_kernels_where_eager_attention_does_not_win(cpu_without_amx, monkeypatch):
+    query = key = torch.randn(2, 4, 8, 16, dtype=torch.bfloat16)
+    outruns = attention_module._eager_outruns_cpu_sdpa
+    assert outruns(query, key, "sdpa")
+    assert not outruns(query, key, "flex_attention") and not outruns(query.half(), key.half(), "sdpa")
+    assert not outruns(query.float(), key.float(), "sdpa")
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # the user asked for PyTorch's flash kernel only
+        assert not outruns(query, key, "sdpa")
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+        assert outruns(query, key, "sdpa")
+    side = int(attention_module.EAGER_SCORES_LIMIT**0.5) + 1  # one (side x side) score matrix over the limit
+    long_query = torch.empty(1, 1, side, 1, dtype=torch.bfloat16)
+    assert not outruns(long_query, long_query, "sdpa")
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not outruns(query, key, "sdpa")
+
+
+def test_the_cpu_softmax_overwrites_scores_only_where_no_gradient_flows():
+    scores = (torch.randn(4, 9, 9) * 6).to(torch.bfloat16)
+    expected = torch.softmax(scores.float(), dim=-1)
+    with torch.no_grad():
+        buffer = scores.clone()
+        probs = attention_module._softmax_of_scores(buffer, torch.bfloat16)
+    assert probs.data_ptr() == buffer.data_ptr()
+    torch.testing.assert_close(probs.float(), expected, rtol=2**-7, atol=1e-30)  # one bf16 rounding
+    trained = scores.clone().requires_grad_()
+    probs = attention_module._softmax_of_scores(trained, torch.bfloat16)
+    assert probs.data_ptr() != trained.data_ptr() and probs.grad_fn is not None
+    torch.testing.assert_close(probs.float(), expected, rtol=2**-7, atol=1e-30)
