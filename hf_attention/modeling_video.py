@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .fused_linear import FeedForward
+from .fused_linear import FeedForward, apply_linear
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -58,7 +58,10 @@ class IntraFrameAttention(MultiHeadAttention):
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs):
         num_frames = hidden_states.shape[1]  # not the batch size, which may be 0
         qkv = rearrange(
-            self.qkv_proj(hidden_states), "b f n (three h d) -> three (b f) h n d", three=3, h=self.num_heads
+            apply_linear(hidden_states, self.qkv_proj),
+            "b f n (three h d) -> three (b f) h n d",
+            three=3,
+            h=self.num_heads,
         )
         output, probs = dot_product_attention(
             self,
@@ -72,7 +75,7 @@ class IntraFrameAttention(MultiHeadAttention):
         )
         if probs is not None:
             probs = rearrange(probs, "(b f) h n m -> b (f h) n m", f=num_frames)
-        return self.out_proj(rearrange(output, "(b f) n h d -> b f n (h d)", f=num_frames)), probs
+        return apply_linear(rearrange(output, "(b f) n h d -> b f n (h d)", f=num_frames), self.out_proj), probs
 
 
 class CrossFrameAttentionLayer(GradientCheckpointingLayer):
