@@ -367,9 +367,9 @@ EAGER_SCORES_LIMIT = 2**25
 def _eager_outruns_cpu_sdpa(query: torch.Tensor, key: torch.Tensor, attn_implementation: str | None) -> bool:
     """Whether "sdpa" should run as eager attention: bfloat16 on a CPU with AVX-512 bf16 but no AMX.
 
-    There PyTorch's CPU flash kernel computes in float32, at the float32 matmul rate (~100 GFLOP/s against a bf16
-    peak near 700 on 2 cores), while eager attention's bf16 matmuls and float32 softmax run 1.8-2.2x faster from
-    197 to 1,024 tokens (`benchmarks/bench_vit.py`). The price is what transformers' eager path pays everywhere:
+    There PyTorch's CPU flash kernel computes in float32, at the float32 matmul rate (80-160 GFLOP/s on 2 cores,
+    against 700-900 for a bf16 matmul), while eager attention's bf16 matmuls and float32 softmax ran 1.6-2.4x faster
+    from 50 to 1,024 tokens (`benchmarks/bench_cpu_attention.py`). The price is what transformers' eager path pays:
     the scores are rounded to bf16 before the softmax, and training keeps the probabilities for the backward pass
     (bounded by `EAGER_SCORES_LIMIT` per layer). `sdpa_kernel` calls that leave out the math backend keep
     PyTorch's kernels, as do `torch.compile` and CPUs with AMX, whose flash kernel runs on the tiles.
