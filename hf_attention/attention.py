@@ -249,8 +249,9 @@ def _softmax_of_scores(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     """softmax over keys, computed in float32 and returned in `dtype`.
 
     On the CPU, where no gradient flows, it overwrites the scores: a fresh (length x length) buffer per layer costs
-    page faults that took as long as the softmax itself (glibc hands large blocks back to the system). The CPU's
-    bfloat16/float16 softmax kernels compute in float32, so the result is one rounding of the float32 softmax.
+    page faults that took as long as the softmax itself (timed by hand; glibc returns large blocks to the system).
+    The CPU's bfloat16/float16 softmax kernels compute in float32, so the result is one rounding of the float32
+    softmax.
     """
     in_place = scores.dtype == dtype and scores.device.type == "cpu"
     if in_place and not (torch.is_grad_enabled() and scores.requires_grad):
