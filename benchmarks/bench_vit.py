@@ -3,14 +3,15 @@
 Both models hold the same weights (ours is converted from theirs) and see the same batch. Timings alternate
 between the models, round after round, so machine noise hits both alike; the median round and the median of the
 per-round ratios are reported, next to the share of a 2048^3 matmul's rate that each model reaches (the median of
-per-round shares: the matmul is timed in every round, in the same dtype, right after the models). Cases: inference
+per-round shares: the matmul is timed in every round, right after the models, in the dtype ours multiplies in:
+the model's, or float32 for bf16 on a CPU without bf16 kernels). Cases: inference
 in float32 (eager, sdpa) and bfloat16 (sdpa), a training step (forward + backward) in float32 and under bfloat16
 autocast, and inference with both models under `torch.compile` (inductor). `--against-timm` adds timm's
 `vit_small_patch16_224` (random weights, same shapes; timm needs the second venv of
 benchmarks/setup_reference_venv.sh).
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
-    python benchmarks/bench_vit.py --cases fp32 bf16 train compile     # a CPU without native bf16 (AVX2 only)
+    python benchmarks/bench_vit.py --cases bf16 --rounds 3              # bf16 inference only
     /tmp/refvenv/bin/python benchmarks/bench_vit.py --against-timm --cases fp32 bf16 \\
         --out benchmarks/results/vit_timm_cpu.json
 """
@@ -28,6 +29,7 @@ from _environment import environment
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_attention import from_transformers
+from hf_attention.fused_linear import float32_compute_dtype
 
 VIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
 # (case, attn_implementation, dtype, training, compiled)
@@ -45,15 +47,7 @@ CASES = {
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """The rate of one square matmul in `dtype`: the ceiling a matmul-bound model can reach on this machine.
-
-    A 512 matmul is timed first: on a CPU without native bfloat16 (AVX2 only) a bf16 matmul runs about 70x slower
-    than fp32, and a 2048 one would take minutes; there the small one's rate is the figure."""
-    rate = _matmul_rate(dtype, 512, repeats)
-    return rate if rate < 10.0 else _matmul_rate(dtype, size, repeats)
-
-
-def _matmul_rate(dtype: torch.dtype, size: int, repeats: int) -> float:
+    """The rate of one square matmul in `dtype`: the ceiling a matmul-bound model can reach on this machine."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)
     times = []
@@ -142,7 +136,10 @@ def measure(case: str, implementation: str, dtype, training: bool, compiled: boo
         step()
         step()
     rounds, peaks = {name: [] for name in steps}, []
-    matmul_dtype = torch.bfloat16 if dtype == torch.bfloat16 else torch.float32
+    # a CPU without bf16 kernels (AVX2) emulates bf16 matmuls 6-70x slower than fp32, and there ours multiplies on
+    # fp32 kernels (fused_linear): fp32's rate is the ceiling
+    emulated = float32_compute_dtype(pixels.to(dtype)) is not None
+    matmul_dtype = torch.bfloat16 if dtype == torch.bfloat16 and not emulated else torch.float32
     for _ in range(args.rounds):
         for name, step in steps.items():
             rounds[name].append(images_per_second(step, args.batch_size, args.iterations))
@@ -150,6 +147,7 @@ def measure(case: str, implementation: str, dtype, training: bool, compiled: boo
         peaks.append(matmul_gflops(matmul_dtype, repeats=2))
     flops_per_image = vit_forward_flops(config) * (3 if training else 1)  # backward ~ twice the forward
     row = {"case": case, "attn_implementation": implementation, "max_abs_logit_difference": float(difference)}
+    row["matmul_peak_dtype"] = str(matmul_dtype).removeprefix("torch.")
     row["matmul_2048_gflops_per_round"] = [round(peak, 1) for peak in peaks]
     for name, values in rounds.items():
         row[f"{name}_images_per_s"] = round(statistics.median(values), 2)

@@ -31,7 +31,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .checks import check_attention_shape, check_float_input, check_probability
-from .fused_linear import apply_linear
+from .fused_linear import apply_linear, matmul
 
 try:  # flex attention exists on every torch transformers 5 supports, but keep import failures readable
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask
@@ -230,7 +230,7 @@ def eager_attention_forward(
     """
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
     # scaling the queries, not the scores: a pass over (length x head_dim), not (length x length), same roundings
-    scores = torch.matmul(query * scaling, key.transpose(-1, -2))
+    scores = matmul(query * scaling, key.transpose(-1, -2))
     if is_causal and attention_mask is None:
         attention_mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
     if attention_mask is not None and attention_mask.dtype == torch.bool:
@@ -241,7 +241,7 @@ def eager_attention_forward(
     if query_keeps is not None:
         probs = torch.where(query_keeps[:, None, :, None], probs, 0.0)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
-    output = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    output = matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
 
 

@@ -1,6 +1,7 @@
-"""Linear layers fused with the activation that follows them, where a kernel does both faster than two modules.
+"""Linear layers on the fastest kernel that computes the same numbers: fused with the activation that follows them,
+or on float32 kernels where the CPU has none for their half-precision dtype.
 
-Two fusions, each taken only where it was measured to win (`benchmarks/bench_vit.py`, `benchmarks/bench_video.py`):
+Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`, `benchmarks/bench_video.py`):
 
 - bfloat16 inference on a CPU whose oneDNN has bf16 kernels (AVX-512 bf16, AMX): oneDNN's inner product adds the
   bias and applies GELU, ReLU or SiLU in the matmul's epilogue, while aten's bf16 `addmm` first copies the bias into
@@ -8,11 +9,20 @@ Two fusions, each taken only where it was measured to win (`benchmarks/bench_vit
   per linear layer and ~20% for fc1 with its GELU (timed by hand; the benchmarks time whole models). oneDNN's op has
   no backward, so anything that needs a gradient keeps aten's path (a reentrant checkpointed forward runs without
   one: it may take oneDNN, its recompute aten).
+- bfloat16 or float16 on a CPU whose oneDNN has no kernels for that dtype (AVX2 only): aten emulates them, 5-7x
+  slower than float32 in ViT-S/16's linear layers, 18x in its patch embedding and 8-12x in eager attention's matmuls
+  (timed by hand on a 2-core AVX2 EPYC). A bf16 (fp16) matmul multiplies bf16 numbers and sums the products in
+  float32; both convert to float32 exactly, so a float32 kernel on the converted operands computes the same products
+  and sums (in its own order), and its result is rounded to bf16 once, as the bf16 kernel rounds it. Under autocast the
+  operands are first rounded to autocast's dtype, as autocast would. The activation runs on the float32 result
+  before that rounding, as in oneDNN's epilogue. Autograd goes through the conversions, so gradients flow; the
+  float32 copies it keeps for the backward take twice the memory of autocast's bf16 ones.
 - CLIP's QuickGELU anywhere else: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both
   scalings riding on the matmuls as `addmm`'s alpha.
 
-Both read the layers' weights directly, so they are taken only for plain `nn.Linear`s that nothing wraps: an adapter
-(PEFT), a quantised layer, a hook or accelerate's offloading sends the input through the layers' own forward.
+All three read the layers' weights directly, so they are taken only for plain `nn.Linear`s (and `nn.Conv2d`s) that
+nothing wraps: an adapter (PEFT), a quantised layer, a hook or accelerate's offloading sends the input through the
+layers' own forward.
 """
 
 import functools
@@ -25,8 +35,31 @@ from transformers.activations import ACT2FN, GELUActivation, QuickGELUActivation
 QUICK_GELU_SLOPE = 1.702
 
 
+def _onednn_half_kernels() -> dict[torch.dtype, bool]:
+    """Whether this CPU's oneDNN has kernels for each half-precision dtype (AVX-512 for bf16; AVX-512 fp16 or AMX fp16
+    for fp16): aten's own half-precision matmuls run on them where it does, and emulate the dtype where it does not."""
+    mkldnn, available = torch.ops.mkldnn, torch.backends.mkldnn.is_available()
+    checks = {torch.bfloat16: "_is_mkldnn_bf16_supported", torch.float16: "_is_mkldnn_fp16_supported"}
+    return {
+        dtype: available and hasattr(mkldnn, check) and bool(getattr(mkldnn, check)())
+        for dtype, check in checks.items()
+    }
+
+
+# read once, at import: a plain dict, which torch.compile treats as a constant, and no capability query per layer
+CPU_HAS_HALF_KERNELS = _onednn_half_kernels()
+HAS_ONEDNN_BF16_LINEAR = CPU_HAS_HALF_KERNELS[torch.bfloat16] and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:
-    """activation(layer(hidden_states)), in one oneDNN kernel for bfloat16 inference on a CPU that has one."""
+    """activation(layer(hidden_states)): in one oneDNN kernel for bfloat16 inference on a CPU that has one, on float32
+    kernels for half precision on a CPU that has none for it."""
+    dtype = float32_compute_dtype(hidden_states, layer.weight, layer.bias) if _is_unwrapped_layer(layer) else None
+    if dtype is not None and activation is not None and not _is_unwrapped(activation):
+        return activation(apply_linear(hidden_states, layer))  # a hooked or replaced activation sees `dtype`
+    if dtype is not None:
+        function = functools.partial(_linear, activation=activation)
+        return on_float32_kernels(function, dtype, hidden_states, layer.weight, layer.bias)
     if not _onednn_applies(hidden_states, layer):
         output = layer(hidden_states)
         return output if activation is None else activation(output)
@@ -36,12 +69,31 @@ def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.M
     return output if epilogue is not None else activation(output)
 
 
+def apply_conv(hidden_states: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """conv(hidden_states), on float32 kernels for half precision on a CPU that has none for it."""
+    dtype = float32_compute_dtype(hidden_states, conv.weight, conv.bias) if _is_unwrapped_layer(conv) else None
+    if dtype is None:
+        return conv(hidden_states)
+    return on_float32_kernels(conv._conv_forward, dtype, hidden_states, conv.weight, conv.bias)
+
+
+def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """torch.matmul, on float32 kernels for half precision on a CPU that has none for it."""
+    dtype = float32_compute_dtype(input, other)
+    return torch.matmul(input, other) if dtype is None else on_float32_kernels(torch.matmul, dtype, input, other)
+
+
 def feed_forward(
     hidden_states: torch.Tensor, fc_in: nn.Linear, activation: nn.Module, fc_out: nn.Linear
 ) -> torch.Tensor:
     """fc_out(activation(fc_in(hidden_states))), with the activation fused into fc_in where a kernel allows it."""
     is_quick_gelu = type(activation) is QuickGELUActivation and _is_unwrapped(activation)
-    if is_quick_gelu and _is_plain_linear(fc_in) and _is_plain_linear(fc_out):
+    if (
+        is_quick_gelu
+        and float32_compute_dtype(hidden_states, fc_in.weight) is None  # there apply_linear runs it in float32
+        and _is_plain_linear(fc_in)
+        and _is_plain_linear(fc_out)
+    ):
         return _quick_gelu_feed_forward(hidden_states, fc_in, fc_out)
     return apply_linear(apply_linear(hidden_states, fc_in, activation), fc_out)
 
@@ -72,6 +124,35 @@ def _quick_gelu_feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, fc_o
     hidden = torch.addmm(fc_in.bias * QUICK_GELU_SLOPE, rows, fc_in.weight.t(), alpha=QUICK_GELU_SLOPE)
     output = torch.addmm(fc_out.bias, nn.functional.silu(hidden), fc_out.weight.t(), alpha=1 / QUICK_GELU_SLOPE)
     return output.view(*hidden_states.shape[:-1], fc_out.out_features)
+
+
+def float32_compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype | None:
+    """The half-precision dtype a CPU matmul of `tensors` computes in (theirs, or autocast's), where this CPU's oneDNN
+    has no kernels for it; None wherever the matmul should run as it is."""
+    tensors = [tensor for tensor in tensors if tensor is not None]
+    if any(tensor.device.type != "cpu" or type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors):
+        return None  # other devices, meta, and tensor subclasses (quantised, distributed) keep their own kernels
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = torch.get_autocast_dtype("cpu") if autocast else tensors[0].dtype
+    if CPU_HAS_HALF_KERNELS.get(dtype, True):  # float32, or a half dtype this CPU has kernels for
+        return None
+    dtypes = {tensor.dtype for tensor in tensors}
+    if autocast:  # autocast casts every floating tensor but float64 ones
+        return dtype if torch.float64 not in dtypes else None
+    return dtype if dtypes == {dtype} else None  # mixed dtypes: aten's error names them
+
+
+def on_float32_kernels(function, dtype: torch.dtype, *operands: torch.Tensor | None) -> torch.Tensor:
+    """function(*operands) with every operand rounded to `dtype` (a no-op on `dtype` tensors, autocast's cast on
+    others) and converted to float32, which is exact; the float32 result is rounded to `dtype` once."""
+    with torch.autocast("cpu", enabled=False):
+        upcast = [None if operand is None else operand.to(dtype).float() for operand in operands]
+        return function(*upcast).to(dtype)
+
+
+def _linear(hidden_states, weight, bias, activation: nn.Module | None) -> torch.Tensor:
+    output = nn.functional.linear(hidden_states, weight, bias)
+    return output if activation is None else activation(output)
 
 
 def _onednn_epilogue(activation: nn.Module | None) -> tuple[str, str] | None:
@@ -110,23 +191,17 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
             type(layer) is nn.Linear and layer.in_features == width and _is_unwrapped(layer)
             for layer, width in zip(layers, widths, strict=True)  # a wrong width: aten's linear names the shapes
         )
-        and _has_onednn_bf16()
-    )
-
-
-@functools.cache
-def _has_onednn_bf16() -> bool:
-    mkldnn = torch.ops.mkldnn
-    return (
-        torch.backends.mkldnn.is_available()
-        and hasattr(mkldnn, "_linear_pointwise")
-        and hasattr(mkldnn, "_is_mkldnn_bf16_supported")
-        and bool(mkldnn._is_mkldnn_bf16_supported())
+        and HAS_ONEDNN_BF16_LINEAR
     )
 
 
 def _is_plain_linear(module: nn.Module) -> bool:
     return type(module) is nn.Linear and module.bias is not None and _is_unwrapped(module)
+
+
+def _is_unwrapped_layer(module: nn.Module) -> bool:
+    """A plain nn.Linear or nn.Conv2d whose own forward would run: its weights may be read directly."""
+    return type(module) in (nn.Linear, nn.Conv2d) and _is_unwrapped(module)
 
 
 def _is_unwrapped(module: nn.Module) -> bool:

@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .fused_linear import FeedForward, apply_linear
+from .fused_linear import FeedForward, apply_conv, apply_linear
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -134,7 +134,7 @@ class CrossFrameAttentionLayer(GradientCheckpointingLayer):
             )
         num_tokens = hidden_states.shape[2]
         if self.cross_frame:
-            messages = self.message_fc(hidden_states[:, :, 0])
+            messages = apply_linear(hidden_states[:, :, 0], self.message_fc)
             attended, _ = self.message_attn(self.message_ln(messages), **kwargs)
             messages = messages + drop_path(attended, self.drop_path_rate, self.training)
             hidden_states = torch.cat([hidden_states, messages[:, :, None]], dim=2)
@@ -240,8 +240,8 @@ class VideoSpecificPromptGeneratorLayer(nn.Module):
     def forward(self, texts: torch.Tensor, visual: torch.Tensor, **kwargs) -> torch.Tensor:
         attended, _ = self.cross_attn(self.norm1(texts), key_value_states=visual, **kwargs)
         texts = texts + self.projection_dropout(attended)
-        hidden = self.mlp_dropout(self.activation(self.mlp["fc1"](self.norm3(texts))))
-        return texts + self.mlp["fc2"](hidden)
+        hidden = self.mlp_dropout(apply_linear(self.norm3(texts), self.mlp["fc1"], self.activation))
+        return texts + apply_linear(hidden, self.mlp["fc2"])
 
 
 class VideoSpecificPromptGenerator(nn.Module):
@@ -324,7 +324,7 @@ class VideoTransformerEmbeddings(nn.Module):
             )
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"Frame size {height}x{width} is not a multiple of the patch size {self.patch_size}.")
-        patches = rearrange(self.patch_embedding(frames), "n d h w -> n (h w) d")
+        patches = rearrange(apply_conv(frames, self.patch_embedding), "n d h w -> n (h w) d")
         class_tokens = self.class_embedding.expand(patches.shape[0], 1, -1)
         tokens = torch.cat([class_tokens, patches], dim=1)
         return tokens + self.positions(height // self.patch_size, width // self.patch_size)
@@ -543,7 +543,7 @@ class VideoTransformerModel(VideoTransformerPreTrainedModel):
             hidden_states = layer(hidden_states, **kwargs)
         frame_embeds = self.post_layernorm(hidden_states[:, :, 0])
         if self.visual_projection is not None:
-            frame_embeds = self.visual_projection(frame_embeds)
+            frame_embeds = apply_linear(frame_embeds, self.visual_projection)
         if self.mit is None:
             video_embeds = frame_embeds.mean(dim=1)
         else:
@@ -580,7 +580,7 @@ class VideoTransformerForVideoClassification(VideoTransformerPreTrainedModel):
             Class indices (single-label), multi-hot targets (multi-label) or values (regression).
         """
         outputs = self.video_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        logits = self.classifier(outputs.pooler_output)
+        logits = apply_linear(outputs.pooler_output, self.classifier)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)
@@ -776,7 +776,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         before the video-specific prompt (which needs a video)."""
         kwargs = resolve_forward_kwargs(self, kwargs)
         outputs = self.text_model(input_ids, attention_mask, **kwargs)
-        outputs.pooler_output = self.text_projection(outputs.pooler_output)
+        outputs.pooler_output = apply_linear(outputs.pooler_output, self.text_projection)
         return outputs
 
     def visual_prompt_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .checks import check_pixel_values
 from .configuration_vit import VisionTransformerConfig, as_pair
-from .fused_linear import FeedForward
+from .fused_linear import FeedForward, apply_conv, apply_linear
 from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -43,7 +43,8 @@ class VisionTransformerPatchEmbeddings(nn.Module):
                 f"Image size {height}x{width} is not a multiple of the patch size "
                 f"{self.patch_size[0]}x{self.patch_size[1]}; resize or pad the images."
             )
-        return self.projection(pixel_values.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
+        patches = apply_conv(pixel_values.to(self.projection.weight.dtype), self.projection)
+        return patches.flatten(2).transpose(1, 2)
 
 
 class VisionTransformerEmbeddings(nn.Module):
@@ -241,7 +242,7 @@ class VisionTransformerForImageClassification(VisionTransformerPreTrainedModel):
             Class indices (single-label), multi-hot targets (multi-label) or values (regression).
         """
         outputs = self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        logits = self.classifier(outputs.pooler_output)
+        logits = apply_linear(outputs.pooler_output, self.classifier)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)

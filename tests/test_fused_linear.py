@@ -1,5 +1,6 @@
-"""Linear layers fused with their activation (fused_linear): the same numbers as the modules, the fused kernel only
-where it has a backward and nothing wraps the layers, and aten's own errors for bad shapes."""
+"""Linear layers on their fastest kernels (fused_linear): fused with their activation, the same numbers as the modules,
+the fused kernel only where it has a backward and nothing wraps the layers, and aten's own errors for bad shapes; half
+precision on float32 kernels where the CPU has none for it, with a half-precision kernel's arithmetic."""
 
 import warnings
 
@@ -9,10 +10,17 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from transformers.activations import ACT2FN
 
-from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification
-from hf_attention.fused_linear import _has_onednn_bf16, _onednn_applies, apply_linear, feed_forward
+from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification, fused_linear
+from hf_attention.fused_linear import (
+    HAS_ONEDNN_BF16_LINEAR,
+    _onednn_applies,
+    apply_conv,
+    apply_linear,
+    feed_forward,
+    float32_compute_dtype,
+    matmul,
+)
 
-ONEDNN_BF16 = _has_onednn_bf16()
 ACTIVATIONS = ["gelu", "gelu_pytorch_tanh", "relu", "silu", "quick_gelu", "tanh", "torch_gelu_tanh", "torch_silu"]
 TORCH_ACTIVATIONS = {"torch_gelu_tanh": lambda: nn.GELU(approximate="tanh"), "torch_silu": nn.SiLU}
 
@@ -21,6 +29,18 @@ def layers(activation: str, width: int = 24, hidden: int = 96):
     torch.manual_seed(0)
     act = TORCH_ACTIVATIONS[activation]() if activation in TORCH_ACTIVATIONS else ACT2FN[activation]
     return nn.Linear(width, hidden), act, nn.Linear(hidden, width)
+
+
+@pytest.fixture
+def half_precision_kernels(monkeypatch):
+    """Half precision as aten and oneDNN run it, on any CPU: the float32 route is off."""
+    monkeypatch.setattr(fused_linear, "float32_compute_dtype", lambda *tensors: None)
+
+
+@pytest.fixture
+def no_half_precision_kernels(monkeypatch):
+    """A CPU whose oneDNN has no bf16 or fp16 kernels (AVX2 only), whatever CPU runs the test."""
+    monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
 
 
 def bf16_layers(activation: str):
@@ -48,7 +68,7 @@ def test_bf16_inference_stays_as_close_to_float32_as_the_modules_do(activation, 
 
 
 @pytest.mark.parametrize("activation", ["gelu", "quick_gelu"])
-def test_bf16_training_goes_through_aten_and_gets_its_gradients(activation):
+def test_bf16_training_goes_through_aten_and_gets_its_gradients(activation, half_precision_kernels):
     fc_in, act, fc_out = bf16_layers(activation)
     hidden = torch.randn(4, 24, dtype=torch.bfloat16, requires_grad=True)
     assert not _onednn_applies(hidden, fc_in)
@@ -67,7 +87,7 @@ def test_the_fused_kernel_is_taken_only_for_bf16_inference_through_plain_layers(
     layer = nn.Linear(24, 8).to(torch.bfloat16)
     rows = torch.randn(5, 24, dtype=torch.bfloat16)
     with torch.no_grad():
-        assert _onednn_applies(rows, layer) == ONEDNN_BF16
+        assert _onednn_applies(rows, layer) == HAS_ONEDNN_BF16_LINEAR
         assert not _onednn_applies(rows.float(), layer.float()), "float32 keeps aten's (MKL) matmul"
         assert not _onednn_applies(torch.randn(5, 23, dtype=torch.bfloat16), layer), "wrong width: aten's error"
         assert not _onednn_applies(rows, layer, nn.Linear(9, 4).to(torch.bfloat16)), "widths that do not chain"
@@ -78,7 +98,7 @@ def test_the_fused_kernel_is_taken_only_for_bf16_inference_through_plain_layers(
         assert not _onednn_applies(rows, layer), "a replaced forward (accelerate) is honoured"
     assert not _onednn_applies(rows, nn.Linear(24, 8).to(torch.bfloat16)), "weights that need a gradient"
     with torch.inference_mode():
-        assert _onednn_applies(rows, nn.Linear(24, 8).to(torch.bfloat16)) == ONEDNN_BF16
+        assert _onednn_applies(rows, nn.Linear(24, 8).to(torch.bfloat16)) == HAS_ONEDNN_BF16_LINEAR
 
 
 def test_wrapped_layers_and_activations_run_as_they_are_in_bf16_inference():
@@ -119,7 +139,7 @@ def test_weights_that_are_not_plain_cpu_bf16_tensors_go_through_aten():
                 assert not _onednn_applies(rows, nn.Linear(24, 8).to(torch.bfloat16))
 
 
-def test_activations_that_are_hooked_or_subclassed_run_as_they_are_in_bf16_inference():
+def test_activations_that_are_hooked_or_subclassed_run_as_they_are_in_bf16_inference(half_precision_kernels):
     fc_in, act, fc_out = bf16_layers("gelu")
     hidden = torch.randn(6, 24, dtype=torch.bfloat16)
     seen = []
@@ -152,8 +172,7 @@ def test_a_wrong_width_in_bf16_inference_gets_aten_s_message():
         apply_linear(torch.randn(3, 8, dtype=torch.bfloat16), nn.Linear(16, 4).to(torch.bfloat16), nn.GELU())
 
 
-@pytest.mark.skipif(not ONEDNN_BF16, reason="this CPU has no oneDNN bf16 kernels (needs AVX-512 bf16 or AMX)")
-def test_a_bf16_vit_runs_its_linear_layers_through_onednn_in_inference_only():
+def tiny_vit(**kwargs) -> VisionTransformerForImageClassification:
     config = VisionTransformerConfig(
         image_size=32,
         patch_size=8,
@@ -162,8 +181,17 @@ def test_a_bf16_vit_runs_its_linear_layers_through_onednn_in_inference_only():
         num_attention_heads=4,
         intermediate_size=64,
         num_labels=3,
+        **kwargs,
     )
-    model = VisionTransformerForImageClassification(config).to(torch.bfloat16).eval()
+    return VisionTransformerForImageClassification(config)
+
+
+@pytest.mark.skipif(
+    not HAS_ONEDNN_BF16_LINEAR, reason="this CPU has no oneDNN bf16 kernels (needs AVX-512 bf16 or AMX)"
+)
+def test_a_bf16_vit_runs_its_linear_layers_through_onednn_in_inference_only():
+    model = tiny_vit().to(torch.bfloat16).eval()
+    config = model.config
     pixels = torch.randn(2, 3, 32, 32, dtype=torch.bfloat16)
 
     def kernels(step) -> dict[str, int]:
@@ -175,6 +203,113 @@ def test_a_bf16_vit_runs_its_linear_layers_through_onednn_in_inference_only():
         inference = kernels(lambda: model(pixel_values=pixels))
     training = kernels(lambda: model(pixel_values=pixels).logits.float().sum().backward())
     # per layer: the fused QKV, the output projection, fc1 with its GELU, fc2; the classifier on top
-    assert inference.get("mkldnn::_linear_pointwise") == 4 * config.num_hidden_layers
+    assert inference.get("mkldnn::_linear_pointwise") == 4 * config.num_hidden_layers + 1
     assert "aten::gelu" not in inference
     assert "mkldnn::_linear_pointwise" not in training and training["aten::gelu"] == config.num_hidden_layers
+
+
+def within_one_rounding(got: torch.Tensor, exact: torch.Tensor) -> bool:
+    """Each entry of `got` is one of the two `got.dtype` numbers around the float64 `exact` one."""
+    spacing = torch.finfo(got.dtype).eps * exact.abs().clamp(min=torch.finfo(got.dtype).tiny)  # the gap around it
+    return bool(((got.double() - exact).abs() <= spacing).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_without_its_kernels_is_one_rounding_of_the_exact_result(dtype, no_half_precision_kernels):
+    fc_in, act, fc_out = (module.to(dtype) if isinstance(module, nn.Linear) else module for module in layers("gelu"))
+    hidden = torch.randn(3, 7, 24).to(dtype)
+    assert float32_compute_dtype(hidden, fc_in.weight, fc_in.bias) == dtype
+    with torch.no_grad():
+        got = apply_linear(hidden, fc_in, act)
+        exact = nn.functional.gelu(nn.functional.linear(hidden.double(), fc_in.weight.double(), fc_in.bias.double()))
+        assert got.dtype == dtype and within_one_rounding(got, exact), "the GELU runs before the one rounding"
+        upcast = nn.functional.linear(hidden.float(), fc_in.weight.float(), fc_in.bias.float())
+        assert torch.equal(got, act(upcast).to(dtype))
+        two_layers = feed_forward(hidden, fc_in, act, fc_out)
+        assert torch.equal(two_layers, apply_linear(got, fc_out))
+
+
+def test_autocast_without_bf16_kernels_rounds_the_operands_as_autocast_does(no_half_precision_kernels):
+    layer = nn.Linear(24, 16)
+    hidden = torch.randn(5, 24, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert float32_compute_dtype(hidden, layer.weight, layer.bias) == torch.bfloat16
+        got = apply_linear(hidden, layer)
+        reference = nn.functional.linear(hidden, layer.weight, layer.bias)  # aten's emulated bf16 kernel
+    rounded = [tensor.detach().bfloat16().double() for tensor in (hidden, layer.weight, layer.bias)]
+    assert got.dtype == torch.bfloat16 and within_one_rounding(got, nn.functional.linear(*rounded))
+    torch.testing.assert_close(got, reference, rtol=2**-7, atol=0)
+    grads = torch.autograd.grad(got.float().square().sum(), [hidden, layer.weight, layer.bias])
+    expected = torch.autograd.grad(reference.float().square().sum(), [hidden, layer.weight, layer.bias])
+    for grad, expected_grad in zip(grads, expected, strict=True):
+        assert grad.dtype == torch.float32
+        torch.testing.assert_close(grad, expected_grad, rtol=2e-2, atol=2e-2)
+
+
+def test_bf16_training_without_bf16_kernels_gets_the_float64_gradients(no_half_precision_kernels):
+    fc_in, act, fc_out = bf16_layers("quick_gelu")
+    hidden = torch.randn(6, 24, dtype=torch.bfloat16, requires_grad=True)
+    got = feed_forward(hidden, fc_in, act, fc_out)
+    parameters = [hidden, fc_in.weight, fc_out.bias]
+    grads = torch.autograd.grad(got.float().sum(), parameters)
+    exact_layers = [module.double() if isinstance(module, nn.Linear) else module for module in layers("quick_gelu")]
+    exact_layers[0].load_state_dict(fc_in.state_dict())
+    exact_layers[2].load_state_dict(fc_out.state_dict())
+    exact_hidden = hidden.detach().double().requires_grad_()
+    exact_fc_in, exact_act, exact_fc_out = exact_layers
+    exact = exact_fc_out(exact_act(exact_fc_in(exact_hidden)))
+    torch.testing.assert_close(got.double(), exact, rtol=2**-6, atol=2**-7)  # two roundings: fc1's, fc2's
+    expected = torch.autograd.grad(exact.sum(), [exact_hidden, exact_fc_in.weight, exact_fc_out.bias])
+    for grad, expected_grad in zip(grads, expected, strict=True):
+        assert grad.dtype == torch.bfloat16
+        torch.testing.assert_close(grad.double(), expected_grad, rtol=2**-6, atol=2**-6)
+
+
+def test_convolutions_and_matmuls_without_half_kernels_are_one_rounding_of_the_exact_result(
+    no_half_precision_kernels,
+):
+    conv = nn.Conv2d(3, 8, kernel_size=4, stride=4).to(torch.bfloat16)
+    pixels = torch.randn(2, 3, 16, 16, dtype=torch.bfloat16)
+    queries, keys = torch.randn(2, 3, 5, 8, dtype=torch.bfloat16), torch.randn(2, 3, 8, 6, dtype=torch.bfloat16)
+    with torch.no_grad():
+        exact_conv = nn.functional.conv2d(pixels.double(), conv.weight.double(), conv.bias.double(), stride=4)
+        assert within_one_rounding(apply_conv(pixels, conv), exact_conv)
+        assert within_one_rounding(matmul(queries, keys), queries.double() @ keys.double())
+        handle = conv.register_forward_hook(lambda module, inputs, output: output * 0)
+        assert apply_conv(pixels, conv).abs().max() == 0, "a hooked convolution runs as itself"
+        handle.remove()
+
+
+def test_the_float32_route_is_taken_only_for_plain_cpu_half_precision(no_half_precision_kernels):
+    bf16 = torch.randn(4, 8, dtype=torch.bfloat16)
+    assert float32_compute_dtype(bf16, bf16.half()) is None, "mixed dtypes keep aten's error"
+    assert float32_compute_dtype(torch.randn(4, 8), torch.randn(8, 2)) is None, "float32 is not rerouted"
+    assert float32_compute_dtype(bf16, torch.randn(8, 2, dtype=torch.bfloat16, device="meta")) is None
+    assert float32_compute_dtype(bf16.as_subclass(type("Quantised", (torch.Tensor,), {}))) is None
+    with torch.autocast("cpu", dtype=torch.float16):
+        assert float32_compute_dtype(torch.randn(4, 8), bf16) == torch.float16, "autocast's dtype, any operand"
+        assert float32_compute_dtype(torch.randn(4, 8, dtype=torch.float64)) is None, "autocast leaves float64"
+    with torch.autocast("cpu", enabled=False):
+        assert float32_compute_dtype(torch.randn(4, 8)) is None
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(3x8"):
+        apply_linear(torch.randn(3, 8, dtype=torch.bfloat16), nn.Linear(16, 4).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_a_bf16_vit_without_bf16_kernels_multiplies_float32_operands_only(attn_implementation, monkeypatch):
+    torch.manual_seed(0)
+    model = tiny_vit(attn_implementation=attn_implementation).eval()
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        exact = model.double()(pixel_values=pixels.double()).logits
+        model.to(torch.bfloat16)
+        aten = model(pixel_values=pixels.bfloat16()).logits.double()
+        monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
+            routed = model(pixel_values=pixels.bfloat16()).logits.double()
+    products = {"aten::mm", "aten::addmm", "aten::bmm", "aten::convolution"}
+    seen = {(event.name, event.input_dtypes[0]) for event in trace.events() if event.name in products}
+    expected = {"aten::addmm", "aten::convolution"} | ({"aten::bmm"} if attn_implementation == "eager" else set())
+    assert seen == {(name, "float") for name in expected}, seen
+    # as close to float64 as aten's own bf16 path (closer: the GELU runs before its rounding)
+    assert (routed - exact).abs().max() <= 1.5 * (aten - exact).abs().max() + 1e-3
