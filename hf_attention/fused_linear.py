@@ -16,7 +16,7 @@ Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`
   and sums (in its own order), and its result is rounded to bf16 once, as the bf16 kernel rounds it. Under autocast the
   operands are first rounded to autocast's dtype, as autocast would. The activation runs on the float32 result
   before that rounding, as in oneDNN's epilogue. Autograd goes through the conversions, so gradients flow; the
-  float32 copies it keeps for the backward take twice the memory of autocast's bf16 ones.
+  float32 copies it keeps for the backward are twice the size of autocast's bf16 ones (not measured).
 - CLIP's QuickGELU anywhere else: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both
   scalings riding on the matmuls as `addmm`'s alpha.
 

@@ -313,3 +313,13 @@ def test_a_bf16_vit_without_bf16_kernels_multiplies_float32_operands_only(attn_i
     assert seen == {(name, "float") for name in expected}, seen
     # as close to float64 as aten's own bf16 path (closer: the GELU runs before its rounding)
     assert (routed - exact).abs().max() <= 1.5 * (aten - exact).abs().max() + 1e-3
+
+
+def test_the_float32_route_compiles_into_one_graph(no_half_precision_kernels):
+    torch.manual_seed(0)
+    model = tiny_vit(attn_implementation="eager").to(torch.bfloat16).eval()
+    pixels = torch.randn(2, 3, 32, 32, dtype=torch.bfloat16)
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).logits
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(pixel_values=pixels).logits
+    torch.testing.assert_close(compiled, expected, rtol=2**-7, atol=2**-7)
