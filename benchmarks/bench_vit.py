@@ -4,11 +4,10 @@ Both models hold the same weights (ours is converted from theirs) and see the sa
 between the models, round after round, so machine noise hits both alike; the median round and the median of the
 per-round ratios are reported, next to the share of a 2048^3 matmul's rate that each model reaches (the median of
 per-round shares: the matmul is timed in every round, right after the models, in the dtype ours multiplies in:
-the model's, or float32 for bf16 on a CPU without bf16 kernels). Cases: inference
-in float32 (eager, sdpa) and bfloat16 (sdpa), a training step (forward + backward) in float32 and under bfloat16
-autocast, and inference with both models under `torch.compile` (inductor). `--against-timm` adds timm's
-`vit_small_patch16_224` (random weights, same shapes; timm needs the second venv of
-benchmarks/setup_reference_venv.sh).
+the model's, or float32 for a half dtype on a CPU without kernels for it). Cases: inference in float32 (eager,
+sdpa), bfloat16 and float16 (sdpa), a training step (forward + backward) in float32 and under bfloat16 autocast, and
+inference with both models under `torch.compile` (inductor). `--against-timm` adds timm's `vit_small_patch16_224`
+(random weights, same shapes; timm needs the second venv of benchmarks/setup_reference_venv.sh).
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
     python benchmarks/bench_vit.py --cases bf16 --rounds 3              # bf16 inference only
@@ -39,6 +38,7 @@ CASES = {
         ("inference fp32", "sdpa", torch.float32, False, False),
     ],
     "bf16": [("inference bf16", "sdpa", torch.bfloat16, False, False)],
+    "fp16": [("inference fp16", "sdpa", torch.float16, False, False)],
     "train": [("train step fp32", "sdpa", torch.float32, True, False)],
     "train-bf16": [("train step bf16 autocast", "sdpa", torch.bfloat16, True, False)],
     "compile": [("inference fp32 compiled", "sdpa", torch.float32, False, True)],
@@ -139,7 +139,7 @@ def measure(case: str, implementation: str, dtype, training: bool, compiled: boo
     # a CPU without bf16 kernels (AVX2) emulates bf16 matmuls 6-70x slower than fp32, and there ours multiplies on
     # fp32 kernels (fused_linear): fp32's rate is the ceiling
     emulated = float32_compute_dtype(pixels.to(dtype)) is not None
-    matmul_dtype = torch.bfloat16 if dtype == torch.bfloat16 and not emulated else torch.float32
+    matmul_dtype = torch.float32 if emulated else dtype
     for _ in range(args.rounds):
         for name, step in steps.items():
             rounds[name].append(images_per_second(step, args.batch_size, args.iterations))

@@ -46,9 +46,19 @@ def _onednn_half_kernels() -> dict[torch.dtype, bool]:
     }
 
 
-# read once, at import: a plain dict, which torch.compile treats as a constant, and no capability query per layer
+def _has_bf16_dot_products_without_amx() -> bool:
+    """AVX-512 bf16 dot-product instructions but no AMX tiles: where bf16 matmuls outrun PyTorch's CPU flash kernel,
+    which computes in float32 unless it has the tiles (see `attention._eager_outruns_cpu_sdpa`)."""
+    cpu = torch.cpu
+    if not (hasattr(cpu, "_is_avx512_bf16_supported") and hasattr(cpu, "_is_amx_tile_supported")):
+        return False
+    return cpu._is_avx512_bf16_supported() and not cpu._is_amx_tile_supported()
+
+
+# read once, at import: constants to torch.compile, and no capability query per layer
 CPU_HAS_HALF_KERNELS = _onednn_half_kernels()
 HAS_ONEDNN_BF16_LINEAR = CPU_HAS_HALF_KERNELS[torch.bfloat16] and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX = CPU_HAS_HALF_KERNELS[torch.bfloat16] and _has_bf16_dot_products_without_amx()
 
 
 def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:
@@ -174,11 +184,16 @@ def _onednn_epilogue(activation: nn.Module | None) -> tuple[str, str] | None:
 
 def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
     """bfloat16 inference on a CPU with oneDNN bf16 kernels, through plain layers whose widths chain."""
-    if hidden_states.dtype != torch.bfloat16 or hidden_states.device.type != "cpu":
+    if not HAS_ONEDNN_BF16_LINEAR or hidden_states.dtype != torch.bfloat16 or hidden_states.device.type != "cpu":
         return False
-    parameters = [parameter for layer in layers for parameter in layer.parameters()]
-    needs_grad = hidden_states.requires_grad or any(parameter.requires_grad for parameter in parameters)
     widths = [hidden_states.shape[-1], *(layer.out_features for layer in layers[:-1])]
+    if not all(  # a wrong width: aten's linear names the shapes
+        type(layer) is nn.Linear and layer.in_features == width and _is_unwrapped(layer)
+        for layer, width in zip(layers, widths, strict=True)
+    ):
+        return False
+    parameters = [parameter for layer in layers for parameter in (layer.weight, layer.bias) if parameter is not None]
+    needs_grad = hidden_states.requires_grad or any(parameter.requires_grad for parameter in parameters)
     return (
         not (torch.is_grad_enabled() and needs_grad)
         and not torch.compiler.is_compiling()  # inductor picks its own kernels for the traced graph
@@ -187,11 +202,6 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
             type(parameter) is nn.Parameter and parameter.dtype == torch.bfloat16 and parameter.device.type == "cpu"
             for parameter in parameters
         )
-        and all(
-            type(layer) is nn.Linear and layer.in_features == width and _is_unwrapped(layer)
-            for layer, width in zip(layers, widths, strict=True)  # a wrong width: aten's linear names the shapes
-        )
-        and HAS_ONEDNN_BF16_LINEAR
     )
 
 

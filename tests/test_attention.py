@@ -7,7 +7,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 from transformers import AttentionInterface
 
-from hf_attention import MultiHeadAttention, build_attention_mask
+from hf_attention import MultiHeadAttention, build_attention_mask, fused_linear
 from hf_attention import attention as attention_module
 from hf_attention.attention import eager_attention_forward
 
@@ -227,7 +227,7 @@ def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
 @pytest.fixture
 def cpu_without_amx(monkeypatch):
     """The CPU "sdpa" runs eagerly on in bfloat16 (AVX-512 bf16, no AMX), whatever CPU runs the test."""
-    monkeypatch.setattr(attention_module, "_has_bf16_dot_products_without_amx", lambda: True)
+    monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", True)
 
 
 def kernel_counts(step) -> dict[str, int]:

@@ -11,6 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers.activations import ACT2FN
 
 from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification, fused_linear
+from hf_attention.attention import build_attention_mask, dot_product_attention
 from hf_attention.fused_linear import (
     HAS_ONEDNN_BF16_LINEAR,
     _onednn_applies,
@@ -37,10 +38,15 @@ def half_precision_kernels(monkeypatch):
     monkeypatch.setattr(fused_linear, "float32_compute_dtype", lambda *tensors: None)
 
 
-@pytest.fixture
-def no_half_precision_kernels(monkeypatch):
+def simulate_a_cpu_without_half_precision_kernels(monkeypatch):
     """A CPU whose oneDNN has no bf16 or fp16 kernels (AVX2 only), whatever CPU runs the test."""
     monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
+    monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", False)
+
+
+@pytest.fixture
+def no_half_precision_kernels(monkeypatch):
+    simulate_a_cpu_without_half_precision_kernels(monkeypatch)
 
 
 def bf16_layers(activation: str):
@@ -280,6 +286,21 @@ def test_convolutions_and_matmuls_without_half_kernels_are_one_rounding_of_the_e
         handle.remove()
 
 
+def test_fp16_sdpa_without_fp16_kernels_runs_the_flash_kernel_on_float32_operands(no_half_precision_kernels):
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 4, 7, 8, dtype=torch.float16) for _ in range(3))
+    padding = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    mask = build_attention_mask("sdpa", query.transpose(1, 2), key_padding_mask=padding, query_padding_mask=padding)
+    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
+        output, _ = dot_product_attention(nn.Module(), query, key, value, mask, "sdpa", scaling=8**-0.5)
+    flash = [event for event in trace.events() if event.name == "aten::_scaled_dot_product_flash_attention_for_cpu"]
+    assert flash and all(event.input_dtypes[:3] == ["float"] * 3 for event in flash)
+    upcast = (tensor.float() for tensor in (query, key, value))
+    kept = nn.functional.scaled_dot_product_attention(*upcast, attn_mask=mask.backend_mask).transpose(1, 2)
+    expected = torch.where(mask.query_keeps[:, :, None, None], kept, 0.0).half()  # rounded once, padding zeroed
+    assert output.dtype == torch.float16 and torch.equal(output, expected)
+
+
 def test_the_float32_route_is_taken_only_for_plain_cpu_half_precision(no_half_precision_kernels):
     bf16 = torch.randn(4, 8, dtype=torch.bfloat16)
     assert float32_compute_dtype(bf16, bf16.half()) is None, "mixed dtypes keep aten's error"
@@ -304,7 +325,7 @@ def test_a_bf16_vit_without_bf16_kernels_multiplies_float32_operands_only(attn_i
         exact = model.double()(pixel_values=pixels.double()).logits
         model.to(torch.bfloat16)
         aten = model(pixel_values=pixels.bfloat16()).logits.double()
-        monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
+        simulate_a_cpu_without_half_precision_kernels(monkeypatch)
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
             routed = model(pixel_values=pixels.bfloat16()).logits.double()
     products = {"aten::mm", "aten::addmm", "aten::bmm", "aten::convolution"}
