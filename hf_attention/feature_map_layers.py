@@ -19,6 +19,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .attention import dot_product_attention
 from .checks import check_float_input, check_positive
+from .fused_linear import RoutedConv2d
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 # --- checks -----------------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def reduced(channels: int, reduction: int) -> int:
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
+        RoutedConv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     )
@@ -79,7 +80,7 @@ def shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     # the seed's block projects only when the width changes, so a strided block of constant width fails to add up
     if in_channels == out_channels and stride == 1:
         return nn.Identity()
-    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+    return nn.Sequential(RoutedConv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
 
 
 class BasicResidualBlock(nn.Module):
@@ -94,7 +95,7 @@ class BasicResidualBlock(nn.Module):
         check_channels(in_channels=in_channels, out_channels=out_channels, stride=stride)
         self.in_channels = in_channels
         self.conv1 = conv_bn_relu(in_channels, out_channels, stride=stride)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = RoutedConv2d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.attention = attention or nn.Identity()
         self.shortcut = shortcut(in_channels, out_channels, stride)
@@ -124,7 +125,7 @@ class BottleneckResidualBlock(nn.Module):
         self.in_channels = in_channels
         self.conv1 = conv_bn_relu(in_channels, width, kernel_size=1)
         self.conv2 = conv_bn_relu(width, width, stride=stride)
-        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.conv3 = RoutedConv2d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.attention = attention or nn.Identity()
         self.shortcut = shortcut(in_channels, out_channels, stride)
@@ -135,7 +136,7 @@ class BottleneckResidualBlock(nn.Module):
         return F.relu(self.attention(residual) + self.shortcut(hidden_states))
 
 
-class ZeroInitConv2d(nn.Conv2d):
+class ZeroInitConv2d(RoutedConv2d):
     """A convolution that starts at zero, so the residual branch it ends adds nothing until trained."""
 
     def reset_parameters(self) -> None:

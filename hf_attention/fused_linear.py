@@ -9,20 +9,22 @@ Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`
   per linear layer and ~20% for fc1 with its GELU (timed by hand; the benchmarks time whole models). oneDNN's op has
   no backward, so anything that needs a gradient keeps aten's path (a reentrant checkpointed forward runs without
   one: it may take oneDNN, its recompute aten).
-- bfloat16 or float16 on a CPU whose oneDNN has no kernels for that dtype (AVX2 only): aten emulates them, 5-7x
-  slower than float32 in ViT-S/16's linear layers, 18x in its patch embedding and 8-12x in eager attention's matmuls
-  (timed by hand on a 2-core AVX2 EPYC). A bf16 (fp16) matmul multiplies bf16 numbers and sums the products in
-  float32; both convert to float32 exactly, so a float32 kernel on the converted operands computes the same products
-  and sums (in its own order), and its result is rounded to bf16 once, as the bf16 kernel rounds it. Under autocast the
-  operands are first rounded to autocast's dtype, as autocast would. The activation runs on the float32 result
-  before that rounding, as in oneDNN's epilogue. Autograd goes through the conversions, so gradients flow; the
-  float32 copies it keeps for the backward are twice the size of autocast's bf16 ones (not measured).
+- bfloat16 or float16 on a CPU whose oneDNN has no kernels for that dtype (AVX2 only; float16 on AMD's Zen 4 and 5,
+  which have bf16 kernels but no fp16 ones): aten emulates them, 5-7x slower than float32 in ViT-S/16's linear
+  layers, 18x in its patch embedding and 8-12x in eager attention's matmuls (timed by hand on a 2-core AVX2 EPYC). A
+  bf16 (fp16) matmul multiplies bf16 numbers and sums the products in float32; both convert to float32 exactly, so a
+  float32 kernel on the converted operands computes the same products and sums (in its own order), and its result is
+  rounded to bf16 once, as the bf16 kernel rounds it. Under autocast the operands are first rounded to autocast's
+  dtype, as autocast would. The activation runs on the float32 result before that rounding, as in oneDNN's epilogue.
+  Autograd goes through the conversions, so gradients flow; the float32 copies it keeps for the backward are twice
+  the size of autocast's bf16 ones (not measured). `RoutedConv2d`, every family's convolution, takes this route
+  inside its own forward.
 - CLIP's QuickGELU anywhere else: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both
   scalings riding on the matmuls as `addmm`'s alpha.
 
-All three read the layers' weights directly, so they are taken only for plain `nn.Linear`s (and `nn.Conv2d`s) that
-nothing wraps: an adapter (PEFT), a quantised layer, a hook or accelerate's offloading sends the input through the
-layers' own forward.
+The functions read the layers' weights directly, so they take a route only for plain `nn.Linear`s that nothing
+wraps: an adapter (PEFT), a quantised layer, a hook or accelerate's offloading sends the input through the layers'
+own forward.
 """
 
 import functools
@@ -79,12 +81,16 @@ def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.M
     return output if epilogue is not None else activation(output)
 
 
-def apply_conv(hidden_states: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """conv(hidden_states), on float32 kernels for half precision on a CPU that has none for it."""
-    dtype = float32_compute_dtype(hidden_states, conv.weight, conv.bias) if _is_unwrapped_layer(conv) else None
-    if dtype is None:
-        return conv(hidden_states)
-    return on_float32_kernels(conv._conv_forward, dtype, hidden_states, conv.weight, conv.bias)
+class RoutedConv2d(nn.Conv2d):
+    """nn.Conv2d (same arguments, parameters and state dict) whose half-precision convolution runs on float32
+    kernels where the CPU has none for its dtype: there aten emulates it, 18-25x slower than float32 (timed by hand
+    on AVX2 for bf16, on AVX-512-bf16 Zen 5 for fp16). Its forward, hooks and wrappers run as nn.Conv2d's."""
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        dtype = float32_compute_dtype(input, weight, bias)
+        if dtype is None:
+            return super()._conv_forward(input, weight, bias)
+        return on_float32_kernels(super()._conv_forward, dtype, input, weight, bias)
 
 
 def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
@@ -210,8 +216,8 @@ def _is_plain_linear(module: nn.Module) -> bool:
 
 
 def _is_unwrapped_layer(module: nn.Module) -> bool:
-    """A plain nn.Linear or nn.Conv2d whose own forward would run: its weights may be read directly."""
-    return type(module) in (nn.Linear, nn.Conv2d) and _is_unwrapped(module)
+    """A plain nn.Linear whose own forward would run: its weights may be read directly."""
+    return type(module) is nn.Linear and _is_unwrapped(module)
 
 
 def _is_unwrapped(module: nn.Module) -> bool:

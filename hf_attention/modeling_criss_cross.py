@@ -25,6 +25,7 @@ from .feature_map_layers import (
     check_reduction,
     reduced,
 )
+from .fused_linear import RoutedConv2d
 
 
 class CrissCrossAttention(nn.Module):
@@ -46,9 +47,9 @@ class CrissCrossAttention(nn.Module):
         check_positive("recurrence", recurrence)
         self.channels = channels
         self.recurrence = recurrence
-        self.query = nn.Conv2d(channels, reduced(channels, reduction), 1)
-        self.key = nn.Conv2d(channels, reduced(channels, reduction), 1)
-        self.value = nn.Conv2d(channels, channels, 1)
+        self.query = RoutedConv2d(channels, reduced(channels, reduction), 1)
+        self.key = RoutedConv2d(channels, reduced(channels, reduction), 1)
+        self.value = RoutedConv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = AttentionMap()
 

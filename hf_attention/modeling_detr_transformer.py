@@ -29,6 +29,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
 from .checks import check_float_input
 from .configuration_detr_transformer import DETRTransformerConfig
+from .fused_linear import RoutedConv2d
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -392,7 +393,7 @@ class DETRTransformerModel(DETRTransformerPreTrainedModel):
 
     def __init__(self, config: DETRTransformerConfig):
         super().__init__(config)
-        self.input_projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=1)
+        self.input_projection = RoutedConv2d(config.num_channels, config.hidden_size, kernel_size=1)
         self.query_position_embeddings = nn.Embedding(config.num_queries, config.hidden_size)
         self.encoder = DETRTransformerEncoder(config)
         self.decoder = DETRTransformerDecoder(config)

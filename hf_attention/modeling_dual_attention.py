@@ -33,6 +33,7 @@ from .feature_map_layers import (
     recorded_with_attentions,
     reduced,
 )
+from .fused_linear import RoutedConv2d
 
 
 class ChannelAttentionMap(nn.Module):
@@ -55,9 +56,9 @@ class PositionAttention(nn.Module):
         check_channels(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
-        self.query = nn.Conv2d(channels, reduced(channels, reduction), 1)
-        self.key = nn.Conv2d(channels, reduced(channels, reduction), 1)
-        self.value = nn.Conv2d(channels, channels, 1)
+        self.query = RoutedConv2d(channels, reduced(channels, reduction), 1)
+        self.key = RoutedConv2d(channels, reduced(channels, reduction), 1)
+        self.value = RoutedConv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = AttentionMap()
         self.attn_implementation = attn_implementation

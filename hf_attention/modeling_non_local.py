@@ -27,6 +27,7 @@ from .feature_map_layers import (
     check_feature_map,
     reduced,
 )
+from .fused_linear import RoutedConv2d
 
 
 class NonLocalBlock(nn.Module):
@@ -67,13 +68,13 @@ class NonLocalBlock(nn.Module):
         self.sub_sample = sub_sample
         self.attn_implementation = attn_implementation
         self.config = config
-        self.g = nn.Conv2d(channels, inner, 1)
+        self.g = RoutedConv2d(channels, inner, 1)
         if pairwise_function != "gaussian":  # the plain Gaussian compares the inputs themselves
-            self.theta = nn.Conv2d(channels, inner, 1)
-            self.phi = nn.Conv2d(channels, inner, 1)
+            self.theta = RoutedConv2d(channels, inner, 1)
+            self.phi = RoutedConv2d(channels, inner, 1)
         if pairwise_function == "concatenation":
-            self.concat_project = nn.Conv2d(2 * inner, 1, 1, bias=False)
-        self.output = nn.Conv2d(inner, channels, 1) if batch_norm else ZeroInitConv2d(inner, channels, 1)
+            self.concat_project = RoutedConv2d(2 * inner, 1, 1, bias=False)
+        self.output = RoutedConv2d(inner, channels, 1) if batch_norm else ZeroInitConv2d(inner, channels, 1)
         self.output_norm = ZeroInitBatchNorm2d(channels) if batch_norm else nn.Identity()
         self.attention_map = AttentionMap()
 

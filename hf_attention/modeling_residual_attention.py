@@ -13,6 +13,7 @@ from torch.nn import functional as F
 from .checks import check_non_negative
 from .configuration_residual_attention import ResidualAttentionConfig
 from .feature_map_layers import FeatureAttentionPreTrainedModel, check_channels, check_feature_map, reduced
+from .fused_linear import RoutedConv2d
 
 
 class PreActivationResidualUnit(nn.Module):
@@ -24,13 +25,13 @@ class PreActivationResidualUnit(nn.Module):
         self.residual = nn.Sequential(
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            nn.Conv2d(channels, width, 1, bias=False),
+            RoutedConv2d(channels, width, 1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            RoutedConv2d(width, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
-            nn.Conv2d(width, channels, 1, bias=False),
+            RoutedConv2d(width, channels, 1, bias=False),
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -58,10 +59,10 @@ class SoftMaskBranch(nn.Module):
         self.to_mask = nn.Sequential(
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            nn.Conv2d(channels, channels, 1, bias=False),
+            RoutedConv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            nn.Conv2d(channels, channels, 1),
+            RoutedConv2d(channels, channels, 1),
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from transformers import initialization as init
 
 from .configuration_spatial_transformer import SpatialTransformerConfig
 from .feature_map_layers import FeatureAttentionPreTrainedModel, check_channels, check_feature_map
+from .fused_linear import RoutedConv2d
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -57,9 +58,9 @@ class SpatialTransformer(nn.Module):
         )
         self.channels = channels
         self.localisation = nn.Sequential(
-            nn.Conv2d(channels, localisation_channels, 3, padding=1),
+            RoutedConv2d(channels, localisation_channels, 3, padding=1),
             nn.ReLU(inplace=True),
-            nn.Conv2d(localisation_channels, localisation_channels, 3, padding=1),
+            RoutedConv2d(localisation_channels, localisation_channels, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(pooled_size),
             nn.Flatten(),

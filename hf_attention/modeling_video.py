@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .fused_linear import FeedForward, apply_conv, apply_linear
+from .fused_linear import FeedForward, RoutedConv2d, apply_linear
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -298,7 +298,7 @@ class VideoTransformerEmbeddings(nn.Module):
         super().__init__()
         self.image_size, self.patch_size = config.image_size, config.patch_size
         self.grid_size = config.image_size // config.patch_size
-        self.patch_embedding = nn.Conv2d(
+        self.patch_embedding = RoutedConv2d(
             config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size, bias=False
         )
         self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
@@ -324,7 +324,7 @@ class VideoTransformerEmbeddings(nn.Module):
             )
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(f"Frame size {height}x{width} is not a multiple of the patch size {self.patch_size}.")
-        patches = rearrange(apply_conv(frames, self.patch_embedding), "n d h w -> n (h w) d")
+        patches = rearrange(self.patch_embedding(frames), "n d h w -> n (h w) d")
         class_tokens = self.class_embedding.expand(patches.shape[0], 1, -1)
         tokens = torch.cat([class_tokens, patches], dim=1)
         return tokens + self.positions(height // self.patch_size, width // self.patch_size)

@@ -17,7 +17,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .checks import check_pixel_values
 from .configuration_vit import VisionTransformerConfig, as_pair
-from .fused_linear import FeedForward, apply_conv, apply_linear
+from .fused_linear import FeedForward, RoutedConv2d, apply_linear
 from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -31,7 +31,7 @@ class VisionTransformerPatchEmbeddings(nn.Module):
         self.patch_size = as_pair(config.patch_size)
         self.grid_size = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.num_channels = config.num_channels
-        self.projection = nn.Conv2d(
+        self.projection = RoutedConv2d(
             config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
         )
 
@@ -43,7 +43,7 @@ class VisionTransformerPatchEmbeddings(nn.Module):
                 f"Image size {height}x{width} is not a multiple of the patch size "
                 f"{self.patch_size[0]}x{self.patch_size[1]}; resize or pad the images."
             )
-        patches = apply_conv(pixel_values.to(self.projection.weight.dtype), self.projection)
+        patches = self.projection(pixel_values.to(self.projection.weight.dtype))
         return patches.flatten(2).transpose(1, 2)
 
 

@@ -22,3 +22,16 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def simulate_a_cpu_without_half_precision_kernels(monkeypatch):
+    """A CPU whose oneDNN has no bf16 or fp16 kernels (AVX2 only), whatever CPU runs the test."""
+    from hf_attention import fused_linear  # here, not at the top: the environment above must be set first
+
+    monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
+    monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", False)
+
+
+@pytest.fixture
+def no_half_precision_kernels(monkeypatch):
+    simulate_a_cpu_without_half_precision_kernels(monkeypatch)

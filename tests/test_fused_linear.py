@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import simulate_a_cpu_without_half_precision_kernels
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from transformers.activations import ACT2FN
@@ -14,8 +15,8 @@ from hf_attention import VisionTransformerConfig, VisionTransformerForImageClass
 from hf_attention.attention import build_attention_mask, dot_product_attention
 from hf_attention.fused_linear import (
     HAS_ONEDNN_BF16_LINEAR,
+    RoutedConv2d,
     _onednn_applies,
-    apply_conv,
     apply_linear,
     feed_forward,
     float32_compute_dtype,
@@ -36,17 +37,6 @@ def layers(activation: str, width: int = 24, hidden: int = 96):
 def half_precision_kernels(monkeypatch):
     """Half precision as aten and oneDNN run it, on any CPU: the float32 route is off."""
     monkeypatch.setattr(fused_linear, "float32_compute_dtype", lambda *tensors: None)
-
-
-def simulate_a_cpu_without_half_precision_kernels(monkeypatch):
-    """A CPU whose oneDNN has no bf16 or fp16 kernels (AVX2 only), whatever CPU runs the test."""
-    monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
-    monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", False)
-
-
-@pytest.fixture
-def no_half_precision_kernels(monkeypatch):
-    simulate_a_cpu_without_half_precision_kernels(monkeypatch)
 
 
 def bf16_layers(activation: str):
@@ -274,16 +264,20 @@ def test_bf16_training_without_bf16_kernels_gets_the_float64_gradients(no_half_p
 def test_convolutions_and_matmuls_without_half_kernels_are_one_rounding_of_the_exact_result(
     no_half_precision_kernels,
 ):
-    conv = nn.Conv2d(3, 8, kernel_size=4, stride=4).to(torch.bfloat16)
+    conv = RoutedConv2d(3, 8, kernel_size=4, stride=4).to(torch.bfloat16)
     pixels = torch.randn(2, 3, 16, 16, dtype=torch.bfloat16)
     queries, keys = torch.randn(2, 3, 5, 8, dtype=torch.bfloat16), torch.randn(2, 3, 8, 6, dtype=torch.bfloat16)
     with torch.no_grad():
         exact_conv = nn.functional.conv2d(pixels.double(), conv.weight.double(), conv.bias.double(), stride=4)
-        assert within_one_rounding(apply_conv(pixels, conv), exact_conv)
+        assert within_one_rounding(conv(pixels), exact_conv)
         assert within_one_rounding(matmul(queries, keys), queries.double() @ keys.double())
-        handle = conv.register_forward_hook(lambda module, inputs, output: output * 0)
-        assert apply_conv(pixels, conv).abs().max() == 0, "a hooked convolution runs as itself"
+        seen = []
+        handle = conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        assert within_one_rounding(conv(pixels), exact_conv) and seen == [torch.bfloat16], (
+            "hooks see nn.Conv2d's output"
+        )
         handle.remove()
+    assert conv.state_dict().keys() == nn.Conv2d(3, 8, 4).state_dict().keys()
 
 
 def test_fp16_sdpa_without_fp16_kernels_runs_the_flash_kernel_on_float32_operands(no_half_precision_kernels):

@@ -15,6 +15,7 @@ import sys
 import pytest
 import torch
 from accelerate import init_empty_weights
+from torch.profiler import ProfilerActivity, profile
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.modeling_outputs import ModelOutput
@@ -244,6 +245,23 @@ def test_half_precision_runs_and_stays_close_to_float32(config_class, model_clas
     assert torch.isfinite(output).all()
     scale = reference.abs().max().clamp(min=1)
     assert (output.float() - reference).abs().max() <= 0.1 * scale
+
+
+@torch.no_grad()
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_every_convolution_multiplies_float32_operands_where_the_cpu_has_no_fp16_kernels(
+    config_class, model_class, no_half_precision_kernels
+):
+    """aten emulates an fp16 convolution 18-25x slower than float32 on such CPUs (AVX2; Zen 4 and 5 for fp16)."""
+    model = build(config_class, model_class)
+    plain = [name for name, module in model.named_modules() if type(module) is torch.nn.Conv2d]
+    assert not plain, f"{plain} are plain nn.Conv2d: build them as fused_linear.RoutedConv2d"
+    model.half()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
+        output = tensors_of(model(**float_inputs(model.dummy_inputs, torch.float16)))[0]
+    convolutions = [event.input_dtypes[:2] for event in trace.events() if event.name == "aten::convolution"]
+    assert all(dtypes == ["float", "float"] for dtypes in convolutions), convolutions
+    assert output.dtype == torch.float16 or not output.is_floating_point()
 
 
 @pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
