@@ -29,6 +29,7 @@ def environment(threads: int | None = None) -> dict:
     return {
         "machine": platform.processor() or platform.machine(),
         "cpu_model": cpu_info("model name"),  # the same 2-core VM has been an AMD EPYC (AVX2) and an Intel Xeon (AMX)
+        "cpu_family": cpu_info("cpu family"),  # "AMD EPYC" is every Zen: 23 is Zen 1-2, 25 Zen 3-4, 26 Zen 5
         "cpu_cores": os.cpu_count(),
         # without these, bfloat16 matmuls are emulated: much slower than float32, not faster
         "cpu_native_bfloat16": bool(flags & {"avx512_bf16", "amx_bf16"}),

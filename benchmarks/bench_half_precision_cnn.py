@@ -32,12 +32,12 @@ WAYS = ("float32", "routed", "emulated")
 @contextmanager
 def emulated():
     """aten's own half-precision kernels: the route off, as on a CPU that has kernels for the dtype."""
-    route = fused_linear.float32_compute_dtype
-    fused_linear.float32_compute_dtype = lambda *tensors: None
+    kernels = fused_linear.CPU_HAS_HALF_KERNELS
+    fused_linear.CPU_HAS_HALF_KERNELS = {torch.bfloat16: True, torch.float16: True}
     try:
         yield
     finally:
-        fused_linear.float32_compute_dtype = route
+        fused_linear.CPU_HAS_HALF_KERNELS = kernels
 
 
 def convolutional_models() -> dict[str, torch.nn.Module]:
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/half_precision_cnn_cpu.json")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    if not fused_linear.float32_compute_dtype(torch.ones(1, dtype=dtype)):
+    if fused_linear.float32_compute_dtype(torch.ones(1, dtype=dtype)) is None:
         raise SystemExit(f"This CPU has oneDNN kernels for {args.dtype}: the route does not apply, nothing to compare.")
     torch.manual_seed(0)
     results = []

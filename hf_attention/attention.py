@@ -30,9 +30,14 @@ from torch import nn
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from . import fused_linear
 from .checks import check_attention_shape, check_float_input, check_probability
-from .fused_linear import apply_linear, float32_compute_dtype, matmul, on_float32_kernels
+from .fused_linear import (
+    apply_linear,
+    cpu_has_bf16_dot_products_without_amx,
+    float32_compute_dtype,
+    matmul,
+    on_float32_kernels,
+)
 
 try:  # flex attention exists on every torch transformers 5 supports, but keep import failures readable
     from torch.nn.attention.flex_attention import BlockMask, create_block_mask
@@ -364,7 +369,7 @@ def dot_product_attention(
     if attn_implementation == "sdpa" and float32_compute_dtype(query, key, value) == torch.float16:
         # PyTorch's CPU flash kernel computes in float32 anyway, and without oneDNN fp16 kernels its float16 call ran
         # at half the speed of a float32 call on the same numbers, no closer to the exact result (ViT-S/16 shapes,
-        # timed by hand: 8-10 against 4-5 ms on an AVX-512 EPYC, 22 against 11 on AVX2)
+        # timed by hand: 8-10 against 4-5 ms on an AVX-512 EPYC, 22 against 11 ms on AVX2)
         output = on_float32_kernels(attend, torch.float16, query, key, value)
     else:
         output = attend(query, key, value)
@@ -394,7 +399,7 @@ def _eager_outruns_cpu_sdpa(query: torch.Tensor, key: torch.Tensor, attn_impleme
         not torch.compiler.is_compiling()
         and torch.backends.cuda.math_sdp_enabled()  # the flag sdpa_kernel sets, for every device
         and num_scores <= EAGER_SCORES_LIMIT
-        and fused_linear.CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX  # read here, so that a test can set it
+        and cpu_has_bf16_dot_products_without_amx()
     )
 
 

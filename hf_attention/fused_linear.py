@@ -1,7 +1,8 @@
-"""Linear layers on the fastest kernel that computes the same numbers: fused with the activation that follows them,
-or on float32 kernels where the CPU has none for their half-precision dtype.
+"""Linear layers and convolutions on the fastest kernel that computes the same numbers: fused with the activation
+that follows them, or on float32 kernels where the CPU has none for their half-precision dtype.
 
-Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`, `benchmarks/bench_video.py`):
+Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`, `benchmarks/bench_video.py`,
+`benchmarks/bench_half_precision_cnn.py`):
 
 - bfloat16 inference on a CPU whose oneDNN has bf16 kernels (AVX-512 bf16, AMX): oneDNN's inner product adds the
   bias and applies GELU, ReLU or SiLU in the matmul's epilogue, while aten's bf16 `addmm` first copies the bias into
@@ -63,10 +64,15 @@ HAS_ONEDNN_BF16_LINEAR = CPU_HAS_HALF_KERNELS[torch.bfloat16] and hasattr(torch.
 CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX = CPU_HAS_HALF_KERNELS[torch.bfloat16] and _has_bf16_dot_products_without_amx()
 
 
+def cpu_has_bf16_dot_products_without_amx() -> bool:
+    """`CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX`, read at call time, so that a test can set it."""
+    return CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX
+
+
 def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:
     """activation(layer(hidden_states)): in one oneDNN kernel for bfloat16 inference on a CPU that has one, on float32
     kernels for half precision on a CPU that has none for it."""
-    dtype = float32_compute_dtype(hidden_states, layer.weight, layer.bias) if _is_unwrapped_layer(layer) else None
+    dtype = float32_compute_dtype(hidden_states, layer.weight, layer.bias) if _is_unwrapped_linear(layer) else None
     if dtype is not None and activation is not None and not _is_unwrapped(activation):
         return activation(apply_linear(hidden_states, layer))  # a hooked or replaced activation sees `dtype`
     if dtype is not None:
@@ -143,8 +149,8 @@ def _quick_gelu_feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, fc_o
 
 
 def float32_compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype | None:
-    """The half-precision dtype a CPU matmul of `tensors` computes in (theirs, or autocast's), where this CPU's oneDNN
-    has no kernels for it; None wherever the matmul should run as it is."""
+    """The half-precision dtype a CPU matmul, convolution or attention kernel of `tensors` computes in (theirs, or
+    autocast's), where this CPU's oneDNN has no kernels for it; None wherever the kernel should run as it is."""
     tensors = [tensor for tensor in tensors if tensor is not None]
     if any(tensor.device.type != "cpu" or type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors):
         return None  # other devices, meta, and tensor subclasses (quantised, distributed) keep their own kernels
@@ -211,13 +217,13 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
     )
 
 
-def _is_plain_linear(module: nn.Module) -> bool:
-    return type(module) is nn.Linear and module.bias is not None and _is_unwrapped(module)
-
-
-def _is_unwrapped_layer(module: nn.Module) -> bool:
+def _is_unwrapped_linear(module: nn.Module) -> bool:
     """A plain nn.Linear whose own forward would run: its weights may be read directly."""
     return type(module) is nn.Linear and _is_unwrapped(module)
+
+
+def _is_plain_linear(module: nn.Module) -> bool:
+    return _is_unwrapped_linear(module) and module.bias is not None
 
 
 def _is_unwrapped(module: nn.Module) -> bool:
