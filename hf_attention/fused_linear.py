@@ -200,8 +200,7 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
         return False
     widths = [hidden_states.shape[-1], *(layer.out_features for layer in layers[:-1])]
     if not all(  # a wrong width: aten's linear names the shapes
-        type(layer) is nn.Linear and layer.in_features == width and _is_unwrapped(layer)
-        for layer, width in zip(layers, widths, strict=True)
+        _is_unwrapped_linear(layer) and layer.in_features == width for layer, width in zip(layers, widths, strict=True)
     ):
         return False
     parameters = [parameter for layer in layers for parameter in (layer.weight, layer.bias) if parameter is not None]
