@@ -43,8 +43,7 @@ class VisionTransformerPatchEmbeddings(nn.Module):
                 f"Image size {height}x{width} is not a multiple of the patch size "
                 f"{self.patch_size[0]}x{self.patch_size[1]}; resize or pad the images."
             )
-        patches = self.projection(pixel_values.to(self.projection.weight.dtype))
-        return patches.flatten(2).transpose(1, 2)
+        return self.projection(pixel_values.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
 
 
 class VisionTransformerEmbeddings(nn.Module):
