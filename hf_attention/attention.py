@@ -32,6 +32,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .checks import check_attention_shape, check_float_input, check_probability
 from .fused_linear import (
+    RoutedLinear,
     apply_linear,
     cpu_has_bf16_dot_products_without_amx,
     float32_compute_dtype,
@@ -320,7 +321,7 @@ def pool_values(probs: torch.Tensor, values: torch.Tensor, keep: torch.Tensor | 
     if keep is not None:
         readable = keep.any(dim=2)[:, 0, :, None]  # (batch, keys, 1)
         values = torch.where(readable, values, 0.0)
-    return torch.matmul(probs, values[:, None].to(probs.dtype))[:, 0]
+    return matmul(probs, values[:, None].to(probs.dtype))[:, 0]
 
 
 def dot_product_attention(
@@ -461,12 +462,12 @@ class MultiHeadAttention(nn.Module):
         self.config = config
         inner_dim = num_heads * self.head_dim
         if fused_qkv:
-            self.qkv_proj = nn.Linear(embed_dim, 3 * inner_dim, bias=bias)
+            self.qkv_proj = RoutedLinear(embed_dim, 3 * inner_dim, bias=bias)
         else:
-            self.q_proj = nn.Linear(embed_dim, inner_dim, bias=bias)
-            self.k_proj = nn.Linear(key_dim, inner_dim, bias=bias)
-            self.v_proj = nn.Linear(value_dim, inner_dim, bias=bias)
-        self.out_proj = nn.Linear(inner_dim, output_dim or embed_dim, bias=output_bias)
+            self.q_proj = RoutedLinear(embed_dim, inner_dim, bias=bias)
+            self.k_proj = RoutedLinear(key_dim, inner_dim, bias=bias)
+            self.v_proj = RoutedLinear(value_dim, inner_dim, bias=bias)
+        self.out_proj = RoutedLinear(inner_dim, output_dim or embed_dim, bias=output_bias)
 
     @property
     def fused_qkv(self) -> bool:

@@ -2,7 +2,7 @@
 that follows them, or on float32 kernels where the CPU has none for their half-precision dtype.
 
 Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`, `benchmarks/bench_video.py`,
-`benchmarks/bench_half_precision_cnn.py`):
+`benchmarks/bench_half_precision.py`):
 
 - bfloat16 inference on a CPU whose oneDNN has bf16 kernels (AVX-512 bf16, AMX): oneDNN's inner product adds the
   bias and applies GELU, ReLU or SiLU in the matmul's epilogue, while aten's bf16 `addmm` first copies the bias into
@@ -12,14 +12,18 @@ Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`
   one: it may take oneDNN, its recompute aten).
 - bfloat16 or float16 on a CPU whose oneDNN has no kernels for that dtype (AVX2 only; float16 on AMD's Zen 4 and 5,
   which have bf16 kernels but no fp16 ones): aten emulates them, 5-7x slower than float32 in ViT-S/16's linear
-  layers, 18x in its patch embedding and 8-12x in eager attention's matmuls (timed by hand on a 2-core AVX2 EPYC). A
+  layers, 18x in its patch embedding and 8-12x in eager attention's matmuls (bf16, timed by hand on a 2-core AVX2
+  EPYC; fp16 linear layers of 256-2048 rows 3-6x on a Zen 5). A
   bf16 (fp16) matmul multiplies bf16 numbers and sums the products in float32; both convert to float32 exactly, so a
   float32 kernel on the converted operands computes the same products and sums (in its own order), and its result is
   rounded to bf16 once, as the bf16 kernel rounds it. Under autocast the operands are first rounded to autocast's
   dtype, as autocast would. The activation runs on the float32 result before that rounding, as in oneDNN's epilogue.
   Autograd goes through the conversions, so gradients flow; the float32 copies it keeps for the backward are twice
-  the size of autocast's bf16 ones (not measured). `RoutedConv2d`, every family's convolution, takes this route
-  inside its own forward.
+  the size of autocast's bf16 ones (not measured). `RoutedLinear` and `RoutedConv2d`, every family's linear layers
+  and convolutions, take this route inside their own forward; `routed` takes it for any other matmul-like call. A
+  matmul whose multiply-adds are too few to repay converting its operands keeps aten's kernel
+  (`MIN_MULTIPLY_ADDS_PER_ELEMENT`). Affine sampling grids take the route too, and are then more exact than aten's
+  fp16 ones, which round the base grid before the product.
 - CLIP's QuickGELU anywhere else: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both
   scalings riding on the matmuls as `addmm`'s alpha.
 
@@ -62,6 +66,12 @@ def _has_bf16_dot_products_without_amx() -> bool:
 CPU_HAS_HALF_KERNELS = _onednn_half_kernels()
 HAS_ONEDNN_BF16_LINEAR = CPU_HAS_HALF_KERNELS[torch.bfloat16] and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX = CPU_HAS_HALF_KERNELS[torch.bfloat16] and _has_bf16_dot_products_without_amx()
+# Converting an fp16 operand to float32 costs about 16 of aten's emulated fp16 multiply-adds per element where the
+# weights stream from memory (stacks of 24 linear layers 256-2048 wide, Zen 5, timed by hand): the float32 kernels
+# break even at a linear layer's 16-18 rows, win from 24 (1.1-2.5x; 2.1-3.1x at 64), and lose below (0.6x at 8 rows;
+# CLIP's 12-layer text encoder on 10 tokens, 0.7x). A layer of 16 outputs or fewer never takes the route. bf16 on
+# AVX2, not measured, gets the same floor.
+MIN_MULTIPLY_ADDS_PER_ELEMENT = 16
 
 
 def cpu_has_bf16_dot_products_without_amx() -> bool:
@@ -72,11 +82,11 @@ def cpu_has_bf16_dot_products_without_amx() -> bool:
 def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:
     """activation(layer(hidden_states)): in one oneDNN kernel for bfloat16 inference on a CPU that has one, on float32
     kernels for half precision on a CPU that has none for it."""
-    dtype = float32_compute_dtype(hidden_states, layer.weight, layer.bias) if _is_unwrapped_linear(layer) else None
+    dtype = _linear_compute_dtype(hidden_states, layer.weight, layer.bias) if _is_unwrapped_linear(layer) else None
     if dtype is not None and activation is not None and not _is_unwrapped(activation):
         return activation(apply_linear(hidden_states, layer))  # a hooked or replaced activation sees `dtype`
     if dtype is not None:
-        function = functools.partial(_linear, activation=activation)
+        function = functools.partial(_linear_then_activation, activation=activation)
         return on_float32_kernels(function, dtype, hidden_states, layer.weight, layer.bias)
     if not _onednn_applies(hidden_states, layer):
         output = layer(hidden_states)
@@ -87,22 +97,55 @@ def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.M
     return output if epilogue is not None else activation(output)
 
 
+class RoutedLinear(nn.Linear):
+    """nn.Linear (same arguments, parameters and state dict) whose half-precision matmul runs on float32 kernels
+    where the CPU has none for its dtype and the input has rows enough to repay the conversion: there aten emulates
+    it, 3-7x slower than float32 (see the module's docstring). `apply_linear` reads its weights as a plain
+    nn.Linear's; hooks and wrappers (PEFT) run as for one."""
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return linear(input, self.weight, self.bias)
+
+
 class RoutedConv2d(nn.Conv2d):
     """nn.Conv2d (same arguments, parameters and state dict) whose half-precision convolution runs on float32
     kernels where the CPU has none for its dtype: there aten emulates it, 18-25x slower than float32 (timed by hand
     on AVX2 for bf16, on AVX-512-bf16 Zen 5 for fp16). Its forward, hooks and wrappers run as nn.Conv2d's."""
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        dtype = float32_compute_dtype(input, weight, bias)
-        if dtype is None:
-            return super()._conv_forward(input, weight, bias)
-        return on_float32_kernels(super()._conv_forward, dtype, input, weight, bias)
+        return routed(super()._conv_forward, input, weight, bias)
+
+
+def routed(function, *operands: torch.Tensor | None, multiply_adds: int | None = None, **options) -> torch.Tensor:
+    """function(*operands, **options), on float32 kernels for half precision on a CPU that has none for it: tensors
+    are passed as `operands`, everything else by keyword. A matmul passes its `multiply_adds`, and keeps aten's
+    kernel where they are too few to repay converting its operands. Convolutions and sampling grids pass none: their
+    emulation is 2-100x slower from 8 x 8 maps on, and where it is not, the route costs a few microseconds."""
+    dtype = float32_compute_dtype(*operands, multiply_adds=multiply_adds)
+    if dtype is None:
+        return function(*operands, **options)
+    return on_float32_kernels(functools.partial(function, **options), dtype, *operands)
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """nn.functional.linear, on float32 kernels for half precision on a CPU that has none for it, given rows enough."""
+    dtype = _linear_compute_dtype(input, weight, bias)
+    if dtype is None:
+        return nn.functional.linear(input, weight, bias)
+    return on_float32_kernels(nn.functional.linear, dtype, input, weight, bias)
 
 
 def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """torch.matmul, on float32 kernels for half precision on a CPU that has none for it."""
-    dtype = float32_compute_dtype(input, other)
-    return torch.matmul(input, other) if dtype is None else on_float32_kernels(torch.matmul, dtype, input, other)
+    """torch.matmul, on float32 kernels for half precision on a CPU that has none for it, given rows enough."""
+    rows = input.shape[-2] if input.dim() > 1 else 1
+    columns = other.shape[-1] if other.dim() > 1 else 1
+    # exact where at most one operand is broadcast over the other's batch; fewer where both are: towards aten's kernel
+    multiply_adds = max(input.numel() * columns, other.numel() * rows)
+    return routed(torch.matmul, input, other, multiply_adds=multiply_adds)
+
+
+def _linear_compute_dtype(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.dtype | None:
+    return float32_compute_dtype(input, weight, bias, multiply_adds=input.numel() * weight.shape[0])
 
 
 def feed_forward(
@@ -112,9 +155,9 @@ def feed_forward(
     is_quick_gelu = type(activation) is QuickGELUActivation and _is_unwrapped(activation)
     if (
         is_quick_gelu
-        and float32_compute_dtype(hidden_states, fc_in.weight) is None  # there apply_linear runs it in float32
         and _is_plain_linear(fc_in)
         and _is_plain_linear(fc_out)
+        and _linear_compute_dtype(hidden_states, fc_in.weight, fc_in.bias) is None  # else apply_linear's float32 route
     ):
         return _quick_gelu_feed_forward(hidden_states, fc_in, fc_out)
     return apply_linear(apply_linear(hidden_states, fc_in, activation), fc_out)
@@ -125,9 +168,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
         super().__init__()
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc1 = RoutedLinear(hidden_size, intermediate_size)
         self.activation = ACT2FN[hidden_act]
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.fc2 = RoutedLinear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return feed_forward(hidden_states, self.fc1, self.activation, self.fc2)
@@ -148,15 +191,19 @@ def _quick_gelu_feed_forward(hidden_states: torch.Tensor, fc_in: nn.Linear, fc_o
     return output.view(*hidden_states.shape[:-1], fc_out.out_features)
 
 
-def float32_compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype | None:
+def float32_compute_dtype(*tensors: torch.Tensor | None, multiply_adds: int | None = None) -> torch.dtype | None:
     """The half-precision dtype a CPU matmul, convolution or attention kernel of `tensors` computes in (theirs, or
-    autocast's), where this CPU's oneDNN has no kernels for it; None wherever the kernel should run as it is."""
-    tensors = [tensor for tensor in tensors if tensor is not None]
-    if any(tensor.device.type != "cpu" or type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors):
-        return None  # other devices, meta, and tensor subclasses (quantised, distributed) keep their own kernels
+    autocast's), where this CPU's oneDNN has no kernels for it and, for a matmul, its `multiply_adds` repay converting
+    the tensors (`MIN_MULTIPLY_ADDS_PER_ELEMENT`); None wherever the kernel should run as it is. The first tensor is
+    the input; the dtype is checked first, as every float32 call of every layer pays for this."""
     autocast = torch.is_autocast_enabled("cpu")
     dtype = torch.get_autocast_dtype("cpu") if autocast else tensors[0].dtype
     if CPU_HAS_HALF_KERNELS.get(dtype, True):  # float32, or a half dtype this CPU has kernels for
+        return None
+    tensors = [tensor for tensor in tensors if tensor is not None]
+    if any(tensor.device.type != "cpu" or type(tensor) not in (torch.Tensor, nn.Parameter) for tensor in tensors):
+        return None  # other devices, meta, and tensor subclasses (quantised, distributed) keep their own kernels
+    if multiply_adds is not None and multiply_adds < MIN_MULTIPLY_ADDS_PER_ELEMENT * sum(map(torch.numel, tensors)):
         return None
     dtypes = {tensor.dtype for tensor in tensors}
     if autocast:  # autocast casts every floating tensor but float64 ones
@@ -172,7 +219,7 @@ def on_float32_kernels(function, dtype: torch.dtype, *operands: torch.Tensor | N
         return function(*upcast).to(dtype)
 
 
-def _linear(hidden_states, weight, bias, activation: nn.Module | None) -> torch.Tensor:
+def _linear_then_activation(hidden_states, weight, bias, activation: nn.Module | None) -> torch.Tensor:
     output = nn.functional.linear(hidden_states, weight, bias)
     return output if activation is None else activation(output)
 
@@ -217,8 +264,8 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
 
 
 def _is_unwrapped_linear(module: nn.Module) -> bool:
-    """A plain nn.Linear whose own forward would run: its weights may be read directly."""
-    return type(module) is nn.Linear and _is_unwrapped(module)
+    """A plain nn.Linear or RoutedLinear whose own forward would run: its weights may be read directly."""
+    return type(module) in (nn.Linear, RoutedLinear) and _is_unwrapped(module)
 
 
 def _is_plain_linear(module: nn.Module) -> bool:

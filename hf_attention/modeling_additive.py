@@ -16,6 +16,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import masked_softmax, pool_values, score_keep_mask, validate_padding_mask
 from .checks import check_float_input, check_probability
 from .configuration_additive import AdditiveAttentionConfig
+from .fused_linear import RoutedLinear
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -36,9 +37,9 @@ class AdditiveAttention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False):
         super().__init__()
         check_probability("dropout", dropout)
-        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=bias)  # W_q
-        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=bias)  # W_k
-        self.score_proj = nn.Linear(hidden_dim, 1, bias=False)  # w_v
+        self.query_proj = RoutedLinear(query_dim, hidden_dim, bias=bias)  # W_q
+        self.key_proj = RoutedLinear(key_dim, hidden_dim, bias=bias)  # W_k
+        self.score_proj = RoutedLinear(hidden_dim, 1, bias=False)  # w_v
         self.dropout = nn.Dropout(dropout)
 
     def forward(

@@ -32,6 +32,7 @@ from .feature_map_layers import (
     init_feature_map_weights,
     recorded_with_attentions,
 )
+from .fused_linear import RoutedLinear
 from .modeling_dual_attention import ChannelAttentionMap
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -165,7 +166,7 @@ class AttentionCNNForImageClassification(AttentionCNNPreTrainedModel):
         self.cnn = AttentionCNNModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         width = config.hidden_sizes[-1]
-        self.classifier = nn.Linear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = RoutedLinear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple

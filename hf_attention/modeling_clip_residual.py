@@ -18,16 +18,16 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
 from .checks import check_float_input
 from .configuration_clip_residual import CLIPResidualTransformerConfig
-from .fused_linear import feed_forward
+from .fused_linear import RoutedLinear, feed_forward
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
 class CLIPResidualMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
         super().__init__()
-        self.c_fc = nn.Linear(hidden_size, intermediate_size)
+        self.c_fc = RoutedLinear(hidden_size, intermediate_size)
         self.activation = ACT2FN[hidden_act]
-        self.c_proj = nn.Linear(intermediate_size, hidden_size)
+        self.c_proj = RoutedLinear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return feed_forward(hidden_states, self.c_fc, self.activation, self.c_proj)

@@ -29,7 +29,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
 from .checks import check_float_input
 from .configuration_detr_transformer import DETRTransformerConfig
-from .fused_linear import RoutedConv2d
+from .fused_linear import RoutedConv2d, RoutedLinear
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -69,10 +69,10 @@ def with_position(
 class DETRTransformerMLP(nn.Module):
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str, activation_dropout: float):
         super().__init__()
-        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc1 = RoutedLinear(hidden_size, intermediate_size)
         self.activation = ACT2FN[activation]
         self.dropout = nn.Dropout(activation_dropout)
-        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.fc2 = RoutedLinear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))

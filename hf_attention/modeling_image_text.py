@@ -29,7 +29,7 @@ from .attention import MultiHeadAttention, build_attention_mask, validate_paddin
 from .checks import check_input_ids, check_pixel_values
 from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
-from .fused_linear import FeedForward
+from .fused_linear import FeedForward, RoutedLinear
 from .modeling_clip_residual import CLIPResidualAttentionBlock
 from .modeling_vit import VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
@@ -196,7 +196,7 @@ class ImageTextFusion(nn.Module):
         context_size = config.vision_config.hidden_size if self.text_queries else config.text_config.hidden_size
         self.layers = nn.ModuleList(ImageTextFusionLayer(config, context_size) for _ in range(config.num_fusion_layers))
         self.layernorm = nn.LayerNorm(config.fusion_hidden_size, eps=config.layer_norm_eps)
-        self.itm_head = nn.Linear(config.fusion_hidden_size, 2)
+        self.itm_head = RoutedLinear(config.fusion_hidden_size, 2)
 
     def forward(self, image_tokens, text_tokens, text_mask=None, **kwargs) -> torch.Tensor:
         """ITM logits (pairs, 2) of (no match, match) for pairs of image tokens and text tokens (same batch)."""
@@ -367,8 +367,8 @@ class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
         self.vision_model.config = config.vision_config
         self.text_model.config = config.text_config
         self.own_text_tower = isinstance(config.text_config, CLIPResidualTextConfig)
-        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = RoutedLinear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = RoutedLinear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.fusion = ImageTextFusion(config)
         self.post_init()

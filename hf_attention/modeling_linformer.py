@@ -19,6 +19,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .attention import AttentionMask, MultiHeadAttention, validate_padding_mask
 from .configuration_linformer import LinformerConfig, check_linformer
+from .fused_linear import matmul
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -125,7 +126,7 @@ def project_sequence(projection: torch.Tensor, states: torch.Tensor) -> torch.Te
     batch_size, num_heads, _, head_dim = states.shape
     groups = projection.shape[0]
     columns = rearrange(states, "b (g h) n d -> g n (b h d)", g=groups)
-    projected = torch.matmul(projection.to(states.dtype).transpose(-1, -2), columns)
+    projected = matmul(projection.to(states.dtype).transpose(-1, -2), columns)
     # every axis named: einops cannot infer one from an empty batch
     projected = projected.reshape(groups, projection.shape[-1], batch_size, num_heads // groups, head_dim)
     return rearrange(projected, "g k b h d -> b (g h) k d")

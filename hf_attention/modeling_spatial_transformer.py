@@ -12,12 +12,12 @@ from transformers import initialization as init
 
 from .configuration_spatial_transformer import SpatialTransformerConfig
 from .feature_map_layers import FeatureAttentionPreTrainedModel, check_channels, check_feature_map
-from .fused_linear import RoutedConv2d
+from .fused_linear import RoutedConv2d, RoutedLinear, routed
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-class IdentityAffineRegressor(nn.Linear):
+class IdentityAffineRegressor(RoutedLinear):
     """Linear layer to the six affine parameters that starts at zero weight and identity bias."""
 
     def __init__(self, in_features: int):
@@ -65,7 +65,7 @@ class SpatialTransformer(nn.Module):
             nn.AdaptiveAvgPool2d(pooled_size),
             nn.Flatten(),
         )
-        self.fc = nn.Linear(localisation_channels * pooled_size**2, hidden_size)
+        self.fc = RoutedLinear(localisation_channels * pooled_size**2, hidden_size)
         self.theta = IdentityAffineRegressor(hidden_size)
 
     def affine_transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -79,7 +79,7 @@ class SpatialTransformer(nn.Module):
             return hidden_states.clone()
         theta = self.affine_transform(hidden_states)
         # align_corners=False samples pixel centres, so the identity transform reproduces the input exactly
-        grid = F.affine_grid(theta.to(hidden_states.dtype), list(hidden_states.shape), align_corners=False)
+        grid = routed(F.affine_grid, theta.to(hidden_states.dtype), size=list(hidden_states.shape), align_corners=False)
         return F.grid_sample(hidden_states, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

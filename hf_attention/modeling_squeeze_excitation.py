@@ -18,6 +18,7 @@ from .feature_map_layers import (
     check_reduction,
     reduced,
 )
+from .fused_linear import RoutedLinear
 
 
 class SqueezeExcitation(nn.Module):
@@ -33,8 +34,8 @@ class SqueezeExcitation(nn.Module):
         check_channels(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
-        self.fc1 = nn.Linear(channels, reduced(channels, reduction))
-        self.fc2 = nn.Linear(reduced(channels, reduction), channels)
+        self.fc1 = RoutedLinear(channels, reduced(channels, reduction))
+        self.fc2 = RoutedLinear(reduced(channels, reduction), channels)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         check_feature_map(hidden_states, self.channels, type(self).__name__)

@@ -28,7 +28,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .attention import MultiHeadAttention, dot_product_attention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .fused_linear import FeedForward, RoutedConv2d, apply_linear
+from .fused_linear import FeedForward, RoutedConv2d, RoutedLinear, apply_linear, matmul
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -114,7 +114,7 @@ class CrossFrameAttentionLayer(GradientCheckpointingLayer):
         super().__init__()
         attention = dict(dropout=attention_dropout, fused_qkv=True, attn_implementation=attn_implementation)
         if cross_frame:
-            self.message_fc = nn.Linear(hidden_size, hidden_size)
+            self.message_fc = RoutedLinear(hidden_size, hidden_size)
             self.message_ln = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
             self.message_attn = MultiHeadAttention(hidden_size, num_heads, **attention, config=config)
         self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
@@ -233,7 +233,8 @@ class VideoSpecificPromptGeneratorLayer(nn.Module):
         )
         self.projection_dropout = nn.Dropout(projection_dropout)
         self.norm3 = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
-        self.mlp = nn.ModuleDict(dict(fc1=nn.Linear(embed_dim, 4 * embed_dim), fc2=nn.Linear(4 * embed_dim, embed_dim)))
+        fc1, fc2 = RoutedLinear(embed_dim, 4 * embed_dim), RoutedLinear(4 * embed_dim, embed_dim)
+        self.mlp = nn.ModuleDict(dict(fc1=fc1, fc2=fc2))
         self.activation = ACT2FN[hidden_act]
         self.mlp_dropout = nn.Dropout(attention_dropout)
 
@@ -488,7 +489,7 @@ class VideoTransformerModel(VideoTransformerPreTrainedModel):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.visual_projection = None
         if config.projection_dim is not None:
-            self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
+            self.visual_projection = RoutedLinear(config.hidden_size, config.projection_dim, bias=False)
         self.mit = None
         if config.video_pooling == "mit":
             self.mit = MultiFrameIntegrationTransformer(
@@ -564,7 +565,7 @@ class VideoTransformerForVideoClassification(VideoTransformerPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.video_model = VideoTransformerModel(config)
-        self.classifier = nn.Linear(config.embed_dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = RoutedLinear(config.embed_dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple
@@ -737,7 +738,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         video, embed_dim = config.video_config, config.projection_dim
         self.video_model = VideoTransformerModel(video)
         self.text_model = CLIPTextTower(config)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, embed_dim, bias=False)
+        self.text_projection = RoutedLinear(config.text_config.hidden_size, embed_dim, bias=False)
         self.prompts_visual_layernorm = nn.LayerNorm(video.hidden_size, eps=video.layer_norm_eps)
         self.prompts_visual_projection = nn.Parameter(torch.empty(video.hidden_size, embed_dim))
         self.prompts_generator = VideoSpecificPromptGenerator(
@@ -782,7 +783,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
     def visual_prompt_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """The patch tokens the prompt generator attends to: normed, projected, averaged over frames."""
         patches = self.prompts_visual_layernorm(last_hidden_state[:, :, 1:])
-        return (patches @ self.prompts_visual_projection).mean(dim=1)
+        return matmul(patches, self.prompts_visual_projection).mean(dim=1)
 
     @can_return_tuple
     def forward(
@@ -822,7 +823,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         if attention_mask is not None:  # a text with no real token matches nothing
             has_tokens = (attention_mask != 0).any(dim=-1)
             text_embeds = torch.where(has_tokens[None, :, None], text_embeds, 0.0)
-        logits_per_video = torch.einsum("bd,bkd->bk", video_embeds, self.logit_scale.exp() * text_embeds)
+        logits_per_video = matmul(self.logit_scale.exp() * text_embeds, video_embeds[:, :, None])[..., 0]
         loss = self.video_text_loss(logits_per_video, labels, return_loss)
         return VideoTextTransformerOutput(
             loss=loss,

@@ -17,7 +17,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .checks import check_pixel_values
 from .configuration_vit import VisionTransformerConfig, as_pair
-from .fused_linear import FeedForward, RoutedConv2d, apply_linear
+from .fused_linear import FeedForward, RoutedConv2d, RoutedLinear, apply_linear
 from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -225,7 +225,8 @@ class VisionTransformerForImageClassification(VisionTransformerPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vit = VisionTransformerModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        num_labels = config.num_labels
+        self.classifier = RoutedLinear(config.hidden_size, num_labels) if num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple

@@ -30,6 +30,8 @@ def simulate_a_cpu_without_half_precision_kernels(monkeypatch):
 
     monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
     monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", False)
+    # every matmul takes the float32 route, however few its rows, so that tiny test shapes exercise it
+    monkeypatch.setattr(fused_linear, "MIN_MULTIPLY_ADDS_PER_ELEMENT", 0)
 
 
 @pytest.fixture

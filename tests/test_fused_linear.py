@@ -16,6 +16,7 @@ from hf_attention.attention import build_attention_mask, dot_product_attention
 from hf_attention.fused_linear import (
     HAS_ONEDNN_BF16_LINEAR,
     RoutedConv2d,
+    RoutedLinear,
     _onednn_applies,
     apply_linear,
     feed_forward,
@@ -308,6 +309,51 @@ def test_the_float32_route_is_taken_only_for_plain_cpu_half_precision(no_half_pr
         assert float32_compute_dtype(torch.randn(4, 8)) is None
     with torch.no_grad(), pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(3x8"):
         apply_linear(torch.randn(3, 8, dtype=torch.bfloat16), nn.Linear(16, 4).to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_a_head_that_is_no_linear_layer_runs_as_it_is(dtype, no_half_precision_kernels):
+    config = tiny_vit().config
+    config.num_labels = 0  # the classifier is nn.Identity: logits are the pooled features
+    model = VisionTransformerForImageClassification(config).to(dtype).eval()
+    with torch.no_grad():
+        outputs = model(pixel_values=torch.randn(2, 3, 32, 32, dtype=dtype), output_hidden_states=True)
+        pooled = model.vit.layernorm(outputs.hidden_states[-1])[:, 0]
+        torch.testing.assert_close(outputs.logits, pooled, rtol=0, atol=0)
+        hidden = torch.randn(3, 8, dtype=dtype)
+        head = nn.Sequential(nn.Linear(8, 4)).to(dtype)
+        torch.testing.assert_close(apply_linear(hidden, head), head(hidden), rtol=0, atol=0)
+
+
+def test_a_matmul_with_too_few_multiply_adds_to_repay_the_conversion_stays_on_atens_emulation(monkeypatch):
+    shipped = fused_linear.MIN_MULTIPLY_ADDS_PER_ELEMENT
+    simulate_a_cpu_without_half_precision_kernels(monkeypatch)
+    monkeypatch.setattr(fused_linear, "MIN_MULTIPLY_ADDS_PER_ELEMENT", shipped)
+    torch.manual_seed(0)
+    layer = RoutedLinear(64, 256).half()
+    calls = {
+        "one row": lambda: layer(torch.randn(1, 64).half()),  # 64 x 256 multiply-adds for 64 x 257 elements
+        "64 rows": lambda: layer(torch.randn(4, 16, 64).half()),
+        "one row, apply_linear": lambda: apply_linear(torch.randn(1, 64).half(), layer),
+        "64 rows, apply_linear": lambda: apply_linear(torch.randn(64, 64).half(), layer),
+        "5 x 8 by 8 x 6": lambda: matmul(torch.randn(2, 5, 8).half(), torch.randn(2, 8, 6).half()),
+        "64 x 64 by 64 x 64": lambda: matmul(torch.randn(3, 64, 64).half(), torch.randn(64, 64).half()),
+    }
+    kernels = {}
+    for name, call in calls.items():
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as trace:
+            assert call().dtype == torch.float16
+        products = {"aten::addmm", "aten::mm", "aten::bmm"}
+        kernels[name] = {event.input_dtypes[0] for event in trace.events() if event.name in products}
+    emulated, upcast = {"c10::Half"}, {"float"}
+    assert kernels == {
+        "one row": emulated,
+        "64 rows": upcast,
+        "one row, apply_linear": emulated,
+        "64 rows, apply_linear": upcast,
+        "5 x 8 by 8 x 6": emulated,
+        "64 x 64 by 64 x 64": upcast,
+    }, kernels
 
 
 @pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
