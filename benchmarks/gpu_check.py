@@ -5,12 +5,18 @@ that need none (backend equality in float32 and bfloat16, torch.compile) and rec
    with only that backend allowed (torch raises "No available kernel" when it cannot use it);
 2. `flash_attention_2`, if the `flash-attn` package imports, against eager;
 3. float16 / bfloat16 equality of every attention backend against eager on the ViT and every other registered
-   family whose model supports sdpa (REGISTRY, tiny configs, `dummy_inputs`);
+   family whose model supports sdpa (REGISTRY, tiny configs, `dummy_inputs`; flex with one head per layer, as its
+   CUDA kernel needs heads at least 16 wide);
 4. `torch.compile` of the ViT against eager mode;
 5. ViT-S/16 throughput against transformers' (same weights, interleaved rounds, medians).
 
     python benchmarks/gpu_check.py                           # -> benchmarks/results/gpu.json (cpu.json on a CPU)
     python benchmarks/attention_cnn_table.py --train-size 60000 --epochs 2    # second, separate run, if time is left
+
+Where the GPU machine's transformers is older than this package needs (5.23), carry transformers 5.25.0 and what it
+needs (huggingface_hub 2.4, kernels, httpx2, httpcore2, hf-xet, regex, click, tomlkit, truststore, idna, anyio) as
+wheels, install them with `pip install --no-index --no-deps --target /tmp/site`, and run with
+`PYTHONPATH=/tmp/site:$PWD`: that is how `benchmarks/results/gpu.json` was measured, on the machine's own torch 2.11.
 
 The attention-CNN table on the full Fashion-MNIST training set (three seeds: `--seed` runs of the table script,
 mean and spread) is a separate run because it takes longer than this script's 5 minutes.
@@ -24,6 +30,7 @@ import traceback
 from pathlib import Path
 
 import torch
+import transformers
 
 from hf_attention import REGISTRY, from_transformers
 from hf_attention.configuration_vit import VisionTransformerConfig
@@ -77,35 +84,51 @@ def flash_attention_2(device) -> dict:
     return {"max_abs_difference": float((model(pixel_values=pixels).logits - reference).abs().max())}
 
 
+def one_head_per_layer(config):
+    """The config with one attention head wherever it names a head count: flex's CUDA kernel needs head_dim >= 16,
+    which the tiny configs' 8-wide heads are not."""
+    for name, value in vars(config).items():
+        if name.endswith(("num_attention_heads", "num_heads")) and isinstance(value, int):
+            setattr(config, name, 1)
+    return config
+
+
+def difference_from_eager(base_model, config, device, dtype, implementation) -> tuple[float, bool]:
+    torch.manual_seed(0)
+    model = base_model(config).eval().to(device, dtype)
+    inputs = {
+        name: value.to(device, dtype) if value.is_floating_point() else value.to(device)
+        for name, value in model.dummy_inputs.items()
+    }
+    model.set_attn_implementation("eager")
+    reference = first_tensor(model(**inputs)).float()
+    model.set_attn_implementation(implementation)
+    difference = float((first_tensor(model(**inputs)).float() - reference).abs().max())
+    return difference, difference <= TOLERANCE[dtype] * max(1.0, reference.abs().max().item())
+
+
 @torch.no_grad()
 def backend_equality(device, dtypes) -> list[dict]:
-    """Every registered family that supports sdpa: sdpa (and flex on a GPU) against eager, in each dtype."""
-    implementations = ["sdpa"] + (["flex_attention"] if device.type == "cuda" else [])
+    """Every registered family that supports sdpa: sdpa (and flex on a GPU, with one head per layer) against eager,
+    in each dtype."""
+    torch._dynamo.config.recompile_limit = 64  # flex compiles once per family, shape and dtype
     rows = []
     for config_class, base_model, _heads in REGISTRY:
         if not getattr(base_model, "_supports_sdpa", False):
             continue
+        implementations = {"sdpa": config_class.tiny}
+        if device.type == "cuda" and getattr(base_model, "_supports_flex_attn", False):
+            implementations["flex_attention"] = lambda config_class=config_class: one_head_per_layer(
+                config_class.tiny()
+            )
         for dtype in dtypes:
             row = {"family": base_model.__name__, "dtype": str(dtype).removeprefix("torch.")}
-            try:
-                torch.manual_seed(0)
-                model = base_model(config_class.tiny()).eval().to(device, dtype)
-                inputs = {
-                    name: value.to(device, dtype) if value.is_floating_point() else value.to(device)
-                    for name, value in model.dummy_inputs.items()
-                }
-                model.set_attn_implementation("eager")
-                reference = first_tensor(model(**inputs)).float()
-                for implementation in implementations:
-                    if implementation == "flex_attention" and not getattr(base_model, "_supports_flex_attn", False):
-                        continue
-                    model.set_attn_implementation(implementation)
-                    difference = float((first_tensor(model(**inputs)).float() - reference).abs().max())
-                    row[implementation] = difference
-                    scale = max(1.0, reference.abs().max().item())
-                    row[f"{implementation}_ok"] = difference <= TOLERANCE[dtype] * scale
-            except Exception as error:  # one family's failure must not hide the others'
-                row["error"] = f"{type(error).__name__}: {error}"
+            for implementation, build_config in implementations.items():
+                try:  # one failure must not hide the other results
+                    difference, ok = difference_from_eager(base_model, build_config(), device, dtype, implementation)
+                    row[implementation], row[f"{implementation}_ok"] = difference, ok
+                except Exception as error:
+                    row[f"{implementation}_error"] = f"{type(error).__name__}: {str(error)[:300]}"
             rows.append(row)
     return rows
 
@@ -174,13 +197,18 @@ def main() -> None:
     args = parser.parse_args()
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
-    report = {"device": torch.cuda.get_device_name() if on_gpu else "cpu", "torch": torch.__version__}
+    report = {
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
     if on_gpu:
         report["sdpa_kernels"] = run("sdpa kernels", sdpa_kernels_selected, device)
         report["flash_attention_2"] = run("flash_attention_2", flash_attention_2, device)
         report["backend_equality"] = run("backends", backend_equality, device, (torch.float16, torch.bfloat16))
         report["compile"] = run("compile", compiled_vit, device, torch.float16)
-        report["vit_throughput"] = [run("throughput", vit_throughput, device, dtype) for dtype in (torch.float16,)]
+        dtypes = (torch.float16, torch.bfloat16)
+        report["vit_throughput"] = [run("throughput", vit_throughput, device, dtype) for dtype in dtypes]
     else:
         report["skipped"] = "no GPU: sdpa kernels, flash_attention_2, throughput need one"
         report["backend_equality"] = run("backends", backend_equality, device, (torch.float32, torch.bfloat16))
