@@ -146,8 +146,8 @@ def compiled_vit(device, dtype) -> dict:
     }
 
 
-@torch.no_grad()
-def vit_throughput(device, dtype, batch_size: int = 64, rounds: int = 7, iterations: int = 10) -> dict:
+def vit_s_pair(device, dtype) -> dict[str, torch.nn.Module]:
+    """transformers' ViT-S/16 (random weights) and ours with the same weights, both on sdpa, in inference."""
     from transformers import ViTConfig, ViTForImageClassification
 
     config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
@@ -155,7 +155,12 @@ def vit_throughput(device, dtype, batch_size: int = 64, rounds: int = 7, iterati
     reference = ViTForImageClassification(config).eval()
     ours = from_transformers(reference).eval()
     ours.set_attn_implementation("sdpa")
-    models = {"transformers": reference.to(device, dtype), "hf_attention": ours.to(device, dtype)}
+    return {"transformers": reference.to(device, dtype), "hf_attention": ours.to(device, dtype)}
+
+
+@torch.no_grad()
+def vit_throughput(device, dtype, batch_size: int = 64, rounds: int = 7, iterations: int = 10) -> dict:
+    models = vit_s_pair(device, dtype)
     pixels = torch.randn(batch_size, 3, 224, 224, device=device, dtype=dtype)
 
     def rate(model) -> float:
