@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from transformers import PreTrainedConfig
 
 from hf_attention import REGISTRY, from_transformers
 from hf_attention.configuration_vit import VisionTransformerConfig
@@ -85,11 +86,13 @@ def flash_attention_2(device) -> dict:
 
 
 def one_head_per_layer(config):
-    """The config with one attention head wherever it names a head count: flex's CUDA kernel needs head_dim >= 16,
-    which the tiny configs' 8-wide heads are not."""
+    """The config, and the configs nested in it, with one attention head wherever they name a head count: flex's
+    CUDA kernel needs head_dim >= 16, which the tiny configs' 8-wide heads are not."""
     for name, value in vars(config).items():
-        if name.endswith(("num_attention_heads", "num_heads")) and isinstance(value, int):
+        if "num_" in name and name.endswith("heads") and isinstance(value, int):  # num_fusion_heads too
             setattr(config, name, 1)
+        elif isinstance(value, PreTrainedConfig):
+            one_head_per_layer(value)
     return config
 
 
