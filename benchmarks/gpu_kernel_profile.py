@@ -2,7 +2,7 @@
 256, each model's kernels by GPU time (torch.profiler; the table lists both the aten op and its kernel, so each time
 appears twice and the "GPU kernel time" total counts it twice too: compare ratios, not absolutes), and batch 1, where
 the host's Python and launches set the pace. `benchmarks/results/gpu_kernel_profile_before_python_trim.txt` is one run
-on an H200.
+on an H200, by this script before `vit_s_pair` named our model "hf_attention" (it calls it "ours").
 
     python benchmarks/gpu_kernel_profile.py
 """

@@ -3,7 +3,8 @@
 First it counts the calls that synchronise host and GPU in one forward (`torch.cuda.set_sync_debug_mode`: none in
 either), then times batches of 16, 64 and 128 in 9 interleaved rounds of 20 forwards: wall time, and the host's time
 until the last forward is queued. Where the two agree the GPU waits on Python and launches; the ratio per round is
-transformers' time over ours. Prints its results (`benchmarks/results/gpu_launch_bound*.txt` hold two runs on an H200).
+transformers' time over ours. Prints its results (`benchmarks/results/gpu_launch_bound*.txt` hold two runs on an H200,
+by this script before `vit_s_pair` named our model "hf_attention": they call it "ours").
 
     python benchmarks/gpu_launch_bound.py
 """

@@ -476,7 +476,7 @@ class MultiHeadAttention(nn.Module):
 
     @property
     def fused_qkv(self) -> bool:
-        return "qkv_proj" in self._modules  # not hasattr: a missing module attribute raises inside nn.Module
+        return "qkv_proj" in self._modules  # not hasattr: nn.Module raises and catches an AttributeError for it
 
     def current_implementation(self) -> str:
         return current_implementation(self)

@@ -28,8 +28,8 @@ Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`
   scalings riding on the matmuls as `addmm`'s alpha.
 
 The functions read the layers' weights directly, so they take a route only for plain `nn.Linear`s that nothing
-wraps: an adapter (PEFT), a quantised layer, a hook or accelerate's offloading sends the input through the layers'
-own forward.
+wraps: an adapter (PEFT), a quantised layer, a forward or backward hook, a patched class or accelerate's offloading
+sends the input through the layers' own forward.
 """
 
 import functools
@@ -109,6 +109,9 @@ class RoutedLinear(nn.Linear):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return linear(input, self.weight, self.bias)
+
+
+_LINEAR_FORWARDS = (nn.Linear.forward, RoutedLinear.forward)
 
 
 class RoutedConv2d(nn.Conv2d):
@@ -269,7 +272,11 @@ def _onednn_applies(hidden_states: torch.Tensor, *layers: nn.Linear) -> bool:
 
 def _is_unwrapped_linear(module: nn.Module) -> bool:
     """A plain nn.Linear or RoutedLinear whose own forward would run: its weights may be read directly."""
-    return type(module) in (nn.Linear, RoutedLinear) and _is_unwrapped(module)
+    return (
+        type(module) in (nn.Linear, RoutedLinear)
+        and type(module).forward in _LINEAR_FORWARDS  # a patched class's forward runs as it is
+        and _is_unwrapped(module)
+    )
 
 
 def _is_plain_linear(module: nn.Module) -> bool:
@@ -277,7 +284,13 @@ def _is_plain_linear(module: nn.Module) -> bool:
 
 
 def _is_unwrapped(module: nn.Module) -> bool:
-    """No hooks on it or on every module (register_module_forward_hook), and its class's own forward."""
-    hooks = module._forward_hooks or module._forward_pre_hooks
-    global_hooks = module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks
+    """No forward or backward hooks on it or on every module (register_module_forward_hook and kin), and its class's
+    own forward."""
+    hooks = module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+    global_hooks = (
+        module_hooks._global_forward_hooks
+        or module_hooks._global_forward_pre_hooks
+        or module_hooks._global_backward_hooks
+        or module_hooks._global_backward_pre_hooks
+    )
     return not (hooks or global_hooks) and "forward" not in vars(module)

@@ -136,6 +136,22 @@ def test_weights_that_are_not_plain_cpu_bf16_tensors_go_through_aten():
                 assert not _onednn_applies(rows, nn.Linear(24, 8).to(torch.bfloat16))
 
 
+def test_a_backward_hook_or_a_patched_forward_runs_as_on_an_nn_linear(monkeypatch):
+    layer = RoutedLinear(8, 4)
+    hidden = torch.randn(3, 8, requires_grad=True)
+    seen = []
+    handle = layer.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_out[0].shape))
+    apply_linear(hidden, layer).sum().backward()
+    handle.remove()
+    assert seen == [(3, 4)], "the layer's backward hook fires"
+    handle = nn.modules.module.register_module_full_backward_hook(lambda module, grad_in, grad_out: seen.append(module))
+    apply_linear(hidden, layer).sum().backward()
+    handle.remove()
+    assert seen[1:] == [layer], "a global backward hook sees the layer"
+    monkeypatch.setattr(RoutedLinear, "forward", lambda self, input: input[..., :4] * 0)
+    assert torch.equal(apply_linear(hidden, layer), torch.zeros(3, 4)), "a patched class's forward runs"
+
+
 def test_activations_that_are_hooked_or_subclassed_run_as_they_are_in_bf16_inference(half_precision_kernels):
     fc_in, act, fc_out = bf16_layers("gelu")
     hidden = torch.randn(6, 24, dtype=torch.bfloat16)
