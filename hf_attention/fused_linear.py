@@ -13,7 +13,7 @@ Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`
 - bfloat16 or float16 on a CPU whose oneDNN has no kernels for that dtype (AVX2 only; float16 on AMD's Zen 4 and 5,
   which have bf16 kernels but no fp16 ones): aten emulates them, 5-7x slower than float32 in ViT-S/16's linear
   layers, 18x in its patch embedding and 8-12x in eager attention's matmuls (bf16, timed by hand on a 2-core AVX2
-  EPYC; fp16 linear layers of 256-2048 rows 3-6x on a Zen 5). A
+  EPYC; fp16 linear layers 64-2048 wide on 512 rows 3-6x on a Zen 5). A
   bf16 (fp16) matmul multiplies bf16 numbers and sums the products in float32; both convert to float32 exactly, so a
   float32 kernel on the converted operands computes the same products and sums (in its own order), and its result is
   rounded to bf16 once, as the bf16 kernel rounds it. Under autocast the operands are first rounded to autocast's
