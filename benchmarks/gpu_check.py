@@ -11,15 +11,15 @@ that need none (backend equality in float32 and bfloat16, torch.compile) and rec
 5. ViT-S/16 throughput against transformers' (same weights, interleaved rounds, medians).
 
     python benchmarks/gpu_check.py                           # -> benchmarks/results/gpu.json (cpu.json on a CPU)
-    python benchmarks/attention_cnn_table.py --train-size 60000 --epochs 2    # second, separate run, if time is left
+    python benchmarks/attention_cnn_table.py --epochs 2 --jobs 1    # a separate run, if time is left
 
 Where the GPU machine's transformers is older than this package needs (5.23), carry transformers 5.25.0 and what it
 needs (huggingface_hub 2.4, kernels, httpx2, httpcore2, hf-xet, regex, click, tomlkit, truststore, idna, anyio) as
 wheels, install them with `pip install --no-index --no-deps --target /tmp/site`, and run with
 `PYTHONPATH=/tmp/site:$PWD`: that is how `benchmarks/results/gpu.json` was measured, on the machine's own torch 2.11.
 
-The attention-CNN table on the full Fashion-MNIST training set (three seeds: `--seed` runs of the table script,
-mean and spread) is a separate run because it takes longer than this script's 5 minutes.
+The attention-CNN table on the full Fashion-MNIST training set (three seeds, mean and spread) is a separate run
+because it takes longer than this script's 5 minutes; on 2 CPU cores, its defaults (one epoch) took 45 minutes.
 """
 
 import argparse

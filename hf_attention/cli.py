@@ -151,6 +151,12 @@ def _add_attention_cnn_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", help="where the model and processor go (outputs/attention-cnn-<attention>)")
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[32, 64, 128], help="width of each stage")
     parser.add_argument("--depths", type=int, nargs="+", default=[1, 1, 1], help="residual blocks per stage")
+    parser.add_argument(
+        "--reduction",
+        type=positive(int),
+        default=8,
+        help="channel reduction of the SE, DANet and criss-cross blocks (at most the narrowest width they divide)",
+    )
 
 
 def _add_glimpse_arguments(parser: argparse.ArgumentParser) -> None:
@@ -292,6 +298,7 @@ def fit_attention_cnn(args: argparse.Namespace):
         depths=args.depths,
         attention_type=args.attention,
         attention_stages=args.attention_stages,
+        reduction=args.reduction,
         hidden_dropout_prob=args.dropout,
         **labels,
     )

@@ -170,12 +170,16 @@ def test_impossible_configs_are_refused_with_the_reason(overrides, message):
 def test_cli_trains_on_digits_and_saves_a_pipeline_ready_model(tmp_path, capsys):
     output_dir = tmp_path / "se"
     argv = ["train", "attention-cnn", "--attention", "squeeze_excitation", "--dataset", "digits", "--train-size", "200"]
-    argv += ["--epochs", "1", "--hidden-sizes", "8", "16", "--depths", "1", "1", "--output-dir", str(output_dir)]
+    argv += ["--epochs", "1", "--hidden-sizes", "8", "16", "--depths", "1", "1", "--reduction", "4"]
+    argv += ["--output-dir", str(output_dir)]
     assert main(argv) == 0
     report = capsys.readouterr().out
     assert "train / eval size 200 / 360" in report and "test accuracy" in report
     loaded = AutoModelForImageClassification.from_pretrained(output_dir)
     assert loaded.config.attention_type == "squeeze_excitation" and loaded.config.id2label[3] == "3"
+    assert loaded.config.reduction == 4 and loaded.cnn.stages[0].attention.fc1.out_features == 2
     assert (output_dir / "preprocessor_config.json").exists()
     assert main(argv[:-2] + ["--output-dir", str(tmp_path / "x"), "--train-size", "5000"]) == 2
     assert capsys.readouterr().err.strip().endswith("hf-attention: error: --train-size must be in 1..1437, got 5000.")
+    assert main([*argv[:-4], "--reduction", "16", "--output-dir", str(tmp_path / "y")]) == 2
+    assert "`reduction` (16) is larger than the 8 channels" in capsys.readouterr().err

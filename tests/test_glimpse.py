@@ -221,7 +221,7 @@ def test_trainer_logs_the_mean_reward_next_to_the_loss(tmp_path):
     )
     arguments = TrainingArguments(
         str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4, logging_steps=2, report_to="none",
-        remove_unused_columns=False, save_strategy="no", disable_tqdm=True,
+        remove_unused_columns=False, save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False,
     )  # fmt: skip
     trainer = RewardLoggingTrainer(model=model, args=arguments, train_dataset=dataset["train"], data_collator=collate)
     trainer.train()
