@@ -278,6 +278,68 @@ def test_bf16_training_without_bf16_kernels_gets_the_float64_gradients(no_half_p
         torch.testing.assert_close(grad.double(), expected_grad, rtol=2**-6, atol=2**-6)
 
 
+def kept_after(forward) -> tuple[int, torch.Tensor]:
+    """Bytes that `forward()` leaves allocated, its output and what autograd keeps for the backward, and the output."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        output = forward()
+    return sum(event.self_cpu_memory_usage for event in profiler.events()), output
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_training_without_half_kernels_keeps_the_half_operands_not_their_float32_copies(
+    dtype, no_half_precision_kernels, monkeypatch
+):
+    torch.manual_seed(0)
+    stack = nn.Sequential(*[RoutedLinear(256, 256) for _ in range(3)]).to(dtype)
+    hidden = torch.randn(2, 32, 256, dtype=dtype, requires_grad=True)  # 3-D: the backward needs views rebuilt
+    output_bytes = 3 * hidden.numel() * hidden.element_size()
+    kept, output = kept_after(lambda: stack(hidden))
+    assert kept <= 1.5 * output_bytes  # the layers' outputs, each the next layer's saved input
+    grads = torch.autograd.grad(output.float().square().sum(), [hidden, *stack.parameters()])
+    checkpointed, _ = kept_after(lambda: torch.utils.checkpoint.checkpoint(stack, hidden, use_reentrant=False))
+    assert checkpointed <= 0.5 * output_bytes  # checkpointing's hooks decide: only the last output is left
+    monkeypatch.setattr(fused_linear, "_keeps_tensors_for_backward", lambda tensors: False)
+    kept_with_copies, output_with_copies = kept_after(lambda: stack(hidden))
+    grads_with_copies = torch.autograd.grad(output_with_copies.float().square().sum(), [hidden, *stack.parameters()])
+    assert kept_with_copies >= kept + 3 * 256 * 256 * 4  # at least each layer's float32 weight
+    for grad, grad_with_copies in zip(grads, grads_with_copies, strict=True):
+        assert grad.dtype == dtype
+        torch.testing.assert_close(grad, grad_with_copies, rtol=0, atol=0)
+
+
+def test_a_half_operand_changed_in_place_before_the_backward_is_refused(no_half_precision_kernels):
+    layer = RoutedLinear(16, 16).half()
+    hidden = torch.randn(4, 16, dtype=torch.float16, requires_grad=True).clone()  # a non-leaf may change in place
+    output = layer(hidden)
+    with torch.no_grad():
+        hidden.mul_(2)
+    with pytest.raises(
+        RuntimeError, match=r"modified by an inplace operation: a torch.float16 tensor of shape \(4, 16\)"
+    ):
+        output.sum().backward()
+
+
+def test_checkpointed_or_hookless_training_without_half_kernels_gets_the_same_gradients(no_half_precision_kernels):
+    torch.manual_seed(0)
+    layer, conv = RoutedLinear(16, 16).half(), RoutedConv2d(2, 2, kernel_size=3, padding=1).half()
+    hidden = torch.randn(2, 2, 8, 16, dtype=torch.float16, requires_grad=True)
+
+    def forward(states):
+        return layer(conv(states)).float().square().sum()
+
+    parameters = [hidden, *layer.parameters(), *conv.parameters()]
+    expected = torch.autograd.grad(forward(hidden), parameters)
+    for use_reentrant in (False, True):  # checkpointing's own saved-tensor hooks, or a forward without a graph
+        torch.utils.checkpoint.checkpoint(forward, hidden, use_reentrant=use_reentrant).backward()
+        for parameter, expected_grad in zip(parameters, expected, strict=True):
+            torch.testing.assert_close(parameter.grad, expected_grad, rtol=0, atol=0)
+            parameter.grad = None
+    with torch.autograd.graph.disable_saved_tensors_hooks("no hooks here"):  # as some wrappers (FSDP) forbid them
+        grads = torch.autograd.grad(forward(hidden), parameters)
+    for grad, expected_grad in zip(grads, expected, strict=True):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+
 def test_convolutions_and_matmuls_without_half_kernels_are_one_rounding_of_the_exact_result(
     no_half_precision_kernels,
 ):
