@@ -83,7 +83,7 @@ def run_all(args: argparse.Namespace) -> list[dict]:
 
 
 def summarise(runs: list[dict], types: list[str]) -> list[dict]:
-    """Per type: accuracy over seeds (mean, sample standard deviation, range), mean loss and seconds per epoch."""
+    """Per type: accuracy over seeds (mean, sample standard deviation, each seed's), mean loss and seconds per epoch."""
     rows = []
     for attention_type in types:
         own = [run for run in runs if run["attention"] == attention_type]
