@@ -13,6 +13,8 @@ processes. Seconds per epoch include the on-the-fly image preprocessing, the sam
     python benchmarks/attention_cnn_table.py --epochs 2 --jobs 1    # on a GPU
     python benchmarks/attention_cnn_table.py --types none criss_cross --train-size 2000 --seeds 0   # a quick look
     python benchmarks/attention_cnn_table.py --timing-only      # refresh only the side-by-side step times
+    python benchmarks/attention_cnn_table.py --update --types non_local   # train one row again, keep the others
+    python benchmarks/attention_cnn_table.py --attention-stages 2 --out ...   # one block, after the last stage
 
 Seconds per epoch are wall-clock under whatever else the machine runs, so the table also reports the time of one
 training step (batch of 64 28x28 images, forward + backward) for every type measured side by side in one process,
@@ -38,7 +40,8 @@ from hf_attention.configuration_attention_cnn import ATTENTION_CNN_TYPES
 def side_by_side_step_ms(args: argparse.Namespace, rounds: int = 5) -> dict:
     """Median ms of one training step per type, the types alternating inside every round."""
     pixels, labels = torch.randn(args.batch_size, 3, 28, 28), torch.randint(0, 10, (args.batch_size,))
-    shape = dict(hidden_sizes=args.hidden_sizes, reduction=args.reduction, num_labels=10)
+    shape = dict(hidden_sizes=args.hidden_sizes, attention_stages=args.attention_stages, reduction=args.reduction)
+    shape["num_labels"] = 10
     models = {
         attention_type: AttentionCNNForImageClassification(
             AttentionCNNConfig(attention_type=attention_type, **shape)
@@ -60,6 +63,7 @@ def train_one(attention_type: str, seed: int, args: argparse.Namespace) -> dict:
     argv = ["train", "attention-cnn", "--attention", attention_type, "--dataset", "fashion-mnist"]
     argv += ["--train-size", str(args.train_size), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     argv += ["--hidden-sizes", *map(str, args.hidden_sizes), "--reduction", str(args.reduction)]
+    argv += ["--attention-stages", *map(str, args.attention_stages)] if args.attention_stages else []
     argv += ["--seed", str(seed)]
     argv += ["--output-dir", f"{args.output_root}/{attention_type}-seed{seed}"]
     argv += ["--data-dir", args.data_dir] if args.data_dir else []
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden-sizes", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--attention-stages", type=int, nargs="+", help="stages followed by a block (default: all)")
     # DANet's queries and keys divide its inner width (a quarter of the stage's): 4 channels at width 16
     parser.add_argument("--reduction", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed; mean and spread")
@@ -119,6 +124,7 @@ def main() -> None:
     parser.add_argument("--output-root", default="outputs/attention-cnn-table")
     parser.add_argument("--out", default="benchmarks/results/attention_cnn_fashion_mnist.json")
     parser.add_argument("--timing-only", action="store_true", help="only refresh the side-by-side step times")
+    parser.add_argument("--update", action="store_true", help="train only --types again; keep --out's other rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.timing_only:
@@ -127,24 +133,41 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
         print_table(report)
         return
+    previous = previous_report(args) if args.update else None  # its settings are checked before any training
     runs = run_all(args)
-    report = {
-        "benchmark": "attention CNN on Fashion-MNIST, one attention block after each of 3 stages",
+    report = updated_report(previous, args, runs) if previous else new_report(args, runs)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+
+
+def table_setup(args: argparse.Namespace) -> dict:
+    """The settings every row of one table shares."""
+    return {
+        "train_images": args.train_size,
+        "test_images": 10_000,
+        "epochs": args.epochs,
+        "image_size": 28,
+        "batch_size": args.batch_size,
+        "hidden_sizes": args.hidden_sizes,
+        "attention_stages": args.attention_stages or "all",
+        "reduction": args.reduction,
+        "seeds": args.seeds,
+    }
+
+
+def new_report(args: argparse.Namespace, runs: list[dict]) -> dict:
+    return {
+        "benchmark": "attention CNN on Fashion-MNIST, one attention block after each chosen stage (default: all)",
         "command": (
             f"python benchmarks/attention_cnn_table.py --train-size {args.train_size} --epochs {args.epochs} "
             f"--batch-size {args.batch_size} --hidden-sizes {' '.join(map(str, args.hidden_sizes))} "
             f"--reduction {args.reduction} --seeds {' '.join(map(str, args.seeds))} --jobs {args.jobs} "
             f"--threads {args.threads}"
+            + (f" --attention-stages {' '.join(map(str, args.attention_stages))}" if args.attention_stages else "")
         ),
         "setup": {
-            "train_images": args.train_size,
-            "test_images": 10_000,
-            "epochs": args.epochs,
-            "image_size": 28,
-            "batch_size": args.batch_size,
-            "hidden_sizes": args.hidden_sizes,
-            "reduction": args.reduction,
-            "seeds": args.seeds,
+            **table_setup(args),
             "parallel_runs": args.jobs,
             **environment(args.threads),
             "note": "seconds per epoch include on-the-fly preprocessing and the other parallel runs' load",
@@ -154,9 +177,25 @@ def main() -> None:
         "runs": runs,
         "side_by_side_ms_per_step": side_by_side_step_ms(args),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print_table(report)
+
+
+def previous_report(args: argparse.Namespace) -> dict:
+    """The table in `args.out`, whose rows `--update` replaces; refused unless it was trained as `args` say."""
+    report = json.loads(Path(args.out).read_text())
+    setup = {key: report["setup"].get(key, "all") for key in table_setup(args)}  # older tables: every stage
+    if setup != table_setup(args):
+        raise ValueError(f"--update needs the settings of the table in {args.out}: {setup}, got {table_setup(args)}.")
+    return report
+
+
+def updated_report(report: dict, args: argparse.Namespace, runs: list[dict]) -> dict:
+    """`report` with the rows of `args.types` trained again (`runs`); its other rows and step times are kept."""
+    report["runs"] = [run for run in report["runs"] if run["attention"] not in args.types] + runs
+    types = [row["attention"] for row in report["results"]]
+    report["results"] = summarise(report["runs"], types + [name for name in args.types if name not in types])
+    rerun = {"types": args.types, "date": time.strftime("%Y-%m-%d"), **environment(args.threads)}
+    report["setup"]["rows_trained_again"] = [*report["setup"].get("rows_trained_again", []), rerun]
+    return report
 
 
 def print_table(report: dict) -> None:

@@ -145,6 +145,26 @@ class ZeroInitConv2d(RoutedConv2d):
             nn.init.zeros_(self.bias)
 
 
+class QueryKeyConv2d(RoutedConv2d):
+    """A convolution to queries or keys whose unscaled dot products start with about unit variance.
+
+    The criss-cross, non-local and DANet position scores are unscaled products of two such projections. Kaiming
+    initialisation (for the ReLU that follows a ResNet convolution, and none follows these) makes those products so
+    large that the softmax starts almost one-hot, and a saturated softmax passes almost no gradient to the queries
+    and keys. Weights drawn from N(0, std^2) with std = fan_in^(-1/2) * out_channels^(-1/4) make queries and keys of
+    variance out_channels^(-1/2) from unit-variance inputs, and scores of variance 1.
+    """
+
+    @property
+    def start_std(self) -> float:
+        return (self.in_channels * self.kernel_size[0] * self.kernel_size[1]) ** -0.5 * self.out_channels**-0.25
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=self.start_std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
 class ZeroInitBatchNorm2d(nn.BatchNorm2d):
     """A batch norm whose scale starts at zero, so the residual branch it ends adds nothing until trained."""
 
@@ -201,15 +221,20 @@ def rearrange_positions(feature_map: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def init_feature_map_weights(module: nn.Module, std: float) -> None:
-    """`_init_weights` of every model built from the feature-map blocks (plain blocks keep PyTorch's defaults).
+    """`_init_weights` of every model built from the feature-map blocks (plain blocks keep their layers' own start).
 
-    Convolutions get Kaiming (fan-out) initialisation as in ResNets, linear layers N(0, std), batch norms 1 and 0
-    with fresh running statistics. The parts that make a block start as the identity (zero gammas, the STN's
-    identity regressor, zero-initialised branch ends) are set by the module's own `init_start_values()`, which
-    runs after the generic rule (transformers visits children before parents, and a module's own parameters here).
+    Convolutions get Kaiming (fan-out) initialisation as in ResNets, except the queries and keys, which get the
+    smaller start of `QueryKeyConv2d`; linear layers N(0, std), batch norms 1 and 0 with fresh running statistics.
+    The parts that make a block start as the identity (zero gammas, the STN's identity regressor, zero-initialised
+    branch ends) are set by the module's own `init_start_values()`, which runs after the generic rule (transformers
+    visits children before parents, and a module's own parameters here).
     """
     if isinstance(module, ZeroInitConv2d):
         init.zeros_(module.weight)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, QueryKeyConv2d):
+        init.normal_(module.weight, std=module.start_std)
         if module.bias is not None:
             init.zeros_(module.bias)
     elif isinstance(module, nn.Conv2d):

@@ -20,6 +20,7 @@ from .configuration_criss_cross import CrissCrossAttentionConfig
 from .feature_map_layers import (
     AttentionMap,
     FeatureAttentionPreTrainedModel,
+    QueryKeyConv2d,
     check_channels,
     check_feature_map,
     check_reduction,
@@ -47,8 +48,8 @@ class CrissCrossAttention(nn.Module):
         check_positive("recurrence", recurrence)
         self.channels = channels
         self.recurrence = recurrence
-        self.query = RoutedConv2d(channels, reduced(channels, reduction), 1)
-        self.key = RoutedConv2d(channels, reduced(channels, reduction), 1)
+        self.query = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
+        self.key = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
         self.value = RoutedConv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = AttentionMap()

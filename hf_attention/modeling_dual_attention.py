@@ -25,6 +25,7 @@ from .configuration_dual_attention import DualAttentionConfig, dual_attention_in
 from .feature_map_layers import (
     AttentionMap,
     FeatureAttentionPreTrainedModel,
+    QueryKeyConv2d,
     attend_over_positions,
     check_channels,
     check_feature_map,
@@ -56,8 +57,8 @@ class PositionAttention(nn.Module):
         check_channels(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
-        self.query = RoutedConv2d(channels, reduced(channels, reduction), 1)
-        self.key = RoutedConv2d(channels, reduced(channels, reduction), 1)
+        self.query = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
+        self.key = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
         self.value = RoutedConv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = AttentionMap()

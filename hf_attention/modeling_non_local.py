@@ -20,6 +20,7 @@ from .configuration_non_local import NON_LOCAL_PAIRWISE_FUNCTIONS, NonLocalConfi
 from .feature_map_layers import (
     AttentionMap,
     FeatureAttentionPreTrainedModel,
+    QueryKeyConv2d,
     ZeroInitBatchNorm2d,
     ZeroInitConv2d,
     attend_over_positions,
@@ -70,8 +71,8 @@ class NonLocalBlock(nn.Module):
         self.config = config
         self.g = RoutedConv2d(channels, inner, 1)
         if pairwise_function != "gaussian":  # the plain Gaussian compares the inputs themselves
-            self.theta = RoutedConv2d(channels, inner, 1)
-            self.phi = RoutedConv2d(channels, inner, 1)
+            self.theta = QueryKeyConv2d(channels, inner, 1)
+            self.phi = QueryKeyConv2d(channels, inner, 1)
         if pairwise_function == "concatenation":
             self.concat_project = RoutedConv2d(2 * inner, 1, 1, bias=False)
         self.output = RoutedConv2d(inner, channels, 1) if batch_norm else ZeroInitConv2d(inner, channels, 1)

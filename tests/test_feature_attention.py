@@ -12,10 +12,13 @@ from hf_attention import (
     CompressAIAttentionConfig,
     CrissCrossAttention,
     CrissCrossAttentionConfig,
+    CrissCrossAttentionModel,
     DualAttention,
     DualAttentionConfig,
+    DualAttentionModel,
     NonLocalBlock,
     NonLocalConfig,
+    NonLocalModel,
     PositionAttention,
     ResidualAttentionConfig,
     ResidualAttentionModule,
@@ -27,6 +30,7 @@ from hf_attention import (
     create_feature_attention,
 )
 from hf_attention.feature_attention import FEATURE_ATTENTION_BLOCKS
+from hf_attention.feature_map_layers import QueryKeyConv2d
 
 SMALL = {  # constructor arguments that keep every block tiny
     "squeeze_excitation": {"reduction": 2},
@@ -95,6 +99,53 @@ def test_blocks_that_start_as_the_identity_still_get_a_gradient_to_leave_it(name
     for parameter_name, parameter in starters.items():
         assert parameter.abs().max() == 0, f"{parameter_name} does not start at zero"
         assert parameter.grad.abs().sum() > 0, f"{parameter_name} gets no gradient"
+
+
+def _score_variance(query: torch.nn.Conv2d, key: torch.nn.Conv2d, x: torch.Tensor) -> float:
+    return torch.einsum("bcq,bck->bqk", query(x).flatten(2), key(x).flatten(2)).var().item()
+
+
+def test_query_key_convolutions_start_with_unit_variance_scores():
+    torch.manual_seed(0)
+    x = torch.randn(4, 64, 8, 8)
+    with torch.no_grad():
+        pairs = [(QueryKeyConv2d(64, 16, 1), QueryKeyConv2d(64, 16, 1)) for _ in range(20)]
+        started = sum(_score_variance(query, key, x) for query, key in pairs) / len(pairs)
+        for query, key in pairs:  # the ResNet rule: scores of variance 16 * (64 * 2 / 16)^2 = 1024
+            torch.nn.init.kaiming_normal_(query.weight, mode="fan_out", nonlinearity="relu")
+            torch.nn.init.kaiming_normal_(key.weight, mode="fan_out", nonlinearity="relu")
+        kaiming = sum(_score_variance(query, key, x) for query, key in pairs) / len(pairs)
+    assert 0.8 < started < 1.25
+    assert 600 < kaiming < 1500
+
+
+def _relative_entropy(attentions: tuple[torch.Tensor, ...]) -> float:
+    """Mean entropy of the attention rows over the entropy of a uniform row: 1 is uniform, 0 one-hot."""
+    probabilities = attentions[-1].float()
+    entropy = -(probabilities * probabilities.clamp_min(1e-12).log()).sum(-1).mean()
+    return (entropy / torch.log(torch.tensor(float(probabilities.shape[-1])))).item()
+
+
+@pytest.mark.parametrize(
+    ("model_class", "config"),
+    [
+        (CrissCrossAttentionModel, CrissCrossAttentionConfig(num_channels=64, reduction=4)),
+        (NonLocalModel, NonLocalConfig(num_channels=64)),
+        (DualAttentionModel, DualAttentionConfig(num_channels=64, reduction=1)),
+    ],
+)
+def test_position_attention_starts_soft_not_one_hot(model_class, config):
+    """A softmax that starts one-hot passes almost no gradient to its queries and keys; Kaiming-initialised ones
+    cost the criss-cross CNN of the README 2.0 points on Fashion-MNIST."""
+    torch.manual_seed(0)
+    model, x = model_class(config).train(), torch.randn(2, 64, 8, 8)  # DANet's batch norm: batch statistics
+    with torch.no_grad():
+        started = _relative_entropy(model(x, output_attentions=True).attentions)
+        for module in model.modules():
+            if isinstance(module, QueryKeyConv2d):
+                torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        kaiming = _relative_entropy(model(x, output_attentions=True).attentions)
+    assert started > 0.75 and kaiming < started - 0.4, (started, kaiming)
 
 
 @pytest.mark.parametrize("name", list(FEATURE_ATTENTION_BLOCKS))
