@@ -14,8 +14,9 @@ Two guarantees hold on every backend:
 `output_attentions=True` returns the real attention probabilities on every backend: kernels that do not
 produce them (sdpa, flash, flex) are bypassed for that call, which is computed eagerly instead.
 
-"sdpa" in bfloat16 on a CPU with AVX-512 bf16 but no AMX also runs eagerly, where that is faster than PyTorch's CPU
-flash kernel (`_eager_outruns_cpu_sdpa` says when and at what price); "sdpa" in float16 on a CPU without oneDNN fp16
+"sdpa" in bfloat16 on a CPU with AVX-512 bf16 but no AMX also runs eagerly, and in training at short lengths on one
+with AMX, where that is faster than PyTorch's CPU flash kernel (`_eager_outruns_cpu_sdpa` says when and at what
+price); "sdpa" in float16 on a CPU without oneDNN fp16
 kernels runs that kernel on float32 operands, which it computes in anyway, at twice the speed.
 """
 
@@ -33,7 +34,7 @@ from .checks import check_attention_shape, check_float_input, check_probability
 from .fused_linear import (
     RoutedLinear,
     apply_linear,
-    cpu_has_bf16_dot_products_without_amx,
+    cpu_bf16_dot_product_units,
     float32_compute_dtype,
     matmul,
     on_float32_kernels,
@@ -255,14 +256,19 @@ def eager_attention_forward(
 def _softmax_of_scores(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """softmax over keys, computed in float32 and returned in `dtype`.
 
-    On the CPU, where no gradient flows, it overwrites the scores: a fresh (length x length) buffer per layer costs
-    page faults that took as long as the softmax itself (timed by hand; glibc returns large blocks to the system).
-    The CPU's bfloat16/float16 softmax kernels compute in float32, so the result is one rounding of the float32
-    softmax.
+    The CPU's bfloat16/float16 softmax kernels compute in float32, so their result is one rounding of the float32
+    softmax (it differed from `softmax(dtype=float32).to(dtype)` in 1 entry of 100,000, by one rounding, no less
+    accurate). On the CPU, where no gradient flows, the kernel overwrites the scores: a fresh (length x length)
+    buffer per layer costs page faults that took as long as the softmax itself (timed by hand; glibc returns large
+    blocks to the system). In bfloat16 training it runs forward and backward on the bf16 kernel: that skips four
+    dtype copies of the scores and keeps one bf16 copy of the probabilities for the backward instead of a float32
+    one too, 1.9x faster for (48, 197, 197) scores, its gradients' mean error 1.4x the float32 route's (by hand).
     """
-    in_place = scores.dtype == dtype and scores.device.type == "cpu"
-    if in_place and not (torch.is_grad_enabled() and scores.requires_grad):
+    on_cpu = scores.dtype == dtype and scores.device.type == "cpu"
+    if on_cpu and not (torch.is_grad_enabled() and scores.requires_grad):
         return torch.softmax(scores, dim=-1, out=scores)
+    if on_cpu and dtype == torch.bfloat16:
+        return torch.softmax(scores, dim=-1)
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
 
 
@@ -349,7 +355,7 @@ def dot_product_attention(
             keeps = attention_mask.key_keeps[:, None, :, None]
             key, value = torch.where(keeps, key, 0.0), torch.where(keeps, value, 0.0)
     eager = output_attentions or attn_implementation in (None, "eager") or query.shape[0] == 0
-    if eager or _eager_outruns_cpu_sdpa(query, key, attn_implementation):
+    if eager or _eager_outruns_cpu_sdpa(query, key, value, attn_implementation):
         mask = None if attention_mask is None else attention_mask.allowed
         keeps = None if attention_mask is None else attention_mask.query_keeps
         output, probs = eager_attention_forward(
@@ -380,26 +386,46 @@ def dot_product_attention(
 
 # The most scores per layer (64 MiB in bfloat16) for which sdpa may run eagerly on the CPU: flash needs no buffer
 EAGER_SCORES_LIMIT = 2**25
+# With AMX, eager attention wins only training, and there only where its scores are few: up to 320 keys and 2^24
+# scores a layer (32 MiB in bfloat16) it ran forward + backward 1.7-4.9x faster than the flash kernel, its query
+# gradients' largest error from float32 1.0-1.7x the kernel's; beyond either bound the ratio swung with the shape
+# and between runs (0.61-2.7x; 0.61x at 1,024 and 2,048 keys; `benchmarks/results/cpu_attention_bf16_amx_training.json`)
+AMX_EAGER_TRAINING_MAX_KEYS = 320
+AMX_EAGER_TRAINING_MAX_SCORES = 2**24
 
 
-def _eager_outruns_cpu_sdpa(query: torch.Tensor, key: torch.Tensor, attn_implementation: str | None) -> bool:
-    """Whether "sdpa" should run as eager attention: bfloat16 on a CPU with AVX-512 bf16 but no AMX.
+def _eager_outruns_cpu_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_implementation) -> bool:
+    """Whether "sdpa" should run as eager attention: bfloat16 on a CPU where PyTorch's flash kernel is slower.
 
-    There PyTorch's CPU flash kernel computes in float32, at the float32 matmul rate (80-160 GFLOP/s on 2 cores,
-    against 700-900 for a bf16 matmul), while eager attention's bf16 matmuls and float32 softmax ran 1.6-2.4x faster
-    from 50 to 1,024 tokens (`benchmarks/bench_cpu_attention.py`). The price is what transformers' eager path pays:
-    the scores are rounded to bf16 before the softmax, and training keeps the probabilities for the backward pass
-    (bounded by `EAGER_SCORES_LIMIT` per layer). `sdpa_kernel` calls that leave out the math backend keep
-    PyTorch's kernels, as do `torch.compile` and CPUs with AMX, whose flash kernel runs on the tiles.
+    With AVX-512 bf16 but no AMX, that kernel computes in float32, at the float32 matmul rate (80-160 GFLOP/s on 2
+    cores, against 700-900 for a bf16 matmul), while eager attention's bf16 matmuls and float32 softmax ran 1.6-2.4x
+    faster from 50 to 1,024 tokens (`benchmarks/bench_cpu_attention.py`). With AMX the kernel's forward runs on the
+    tiles and wins inference at every length (eager ran at 0.33-0.96x of its rate from 50 to 2,048 tokens,
+    `benchmarks/results/cpu_attention_bf16_amx.json`), but its backward is slow at short lengths, so training takes
+    eager attention within `AMX_EAGER_TRAINING_MAX_KEYS` and `AMX_EAGER_TRAINING_MAX_SCORES` (a reentrant
+    checkpointed forward, run without gradients, keeps the kernel; its recompute runs eagerly, as `fused_linear`'s
+    routes do). The price is what transformers' eager path pays: the scores are rounded to bf16 before the softmax,
+    and training keeps the probabilities for the backward pass (bounded by `EAGER_SCORES_LIMIT` per layer).
+    `sdpa_kernel` calls that leave out the math backend keep PyTorch's kernels, as does `torch.compile`.
     """
     if attn_implementation != "sdpa" or query.device.type != "cpu" or query.dtype != torch.bfloat16:
         return False
     num_scores = query.shape[:-1].numel() * key.shape[-2]
+    if (
+        torch.compiler.is_compiling()
+        or not torch.backends.cuda.math_sdp_enabled()  # the flag sdpa_kernel sets, for every device
+        or num_scores > EAGER_SCORES_LIMIT
+    ):
+        return False
+    units = cpu_bf16_dot_product_units()
+    if units == "avx512":
+        return True
     return (
-        not torch.compiler.is_compiling()
-        and torch.backends.cuda.math_sdp_enabled()  # the flag sdpa_kernel sets, for every device
-        and num_scores <= EAGER_SCORES_LIMIT
-        and cpu_has_bf16_dot_products_without_amx()
+        units == "amx"
+        and torch.is_grad_enabled()
+        and any(tensor.requires_grad for tensor in (query, key, value))
+        and key.shape[-2] <= AMX_EAGER_TRAINING_MAX_KEYS
+        and num_scores <= AMX_EAGER_TRAINING_MAX_SCORES
     )
 
 

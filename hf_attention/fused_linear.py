@@ -53,19 +53,22 @@ def _onednn_half_kernels() -> dict[torch.dtype, bool]:
     }
 
 
-def _has_bf16_dot_products_without_amx() -> bool:
-    """AVX-512 bf16 dot-product instructions but no AMX tiles: where bf16 matmuls outrun PyTorch's CPU flash kernel,
-    which computes in float32 unless it has the tiles (see `attention._eager_outruns_cpu_sdpa`)."""
+def _bf16_dot_product_units() -> str | None:
+    """Which units compute this CPU's bf16 dot products: "amx" (AMX tiles, on which PyTorch's flash kernel runs
+    too), "avx512" (AVX-512 bf16 instructions only: bf16 matmuls outrun that kernel, which computes in float32 there),
+    or None (emulated). `attention._eager_outruns_cpu_sdpa` picks the attention kernel by it."""
     cpu = torch.cpu
     if not (hasattr(cpu, "_is_avx512_bf16_supported") and hasattr(cpu, "_is_amx_tile_supported")):
-        return False
-    return cpu._is_avx512_bf16_supported() and not cpu._is_amx_tile_supported()
+        return None
+    if cpu._is_amx_tile_supported():
+        return "amx"
+    return "avx512" if cpu._is_avx512_bf16_supported() else None
 
 
 # read once, at import: constants to torch.compile, and no capability query per layer
 CPU_HAS_HALF_KERNELS = _onednn_half_kernels()
 HAS_ONEDNN_BF16_LINEAR = CPU_HAS_HALF_KERNELS[torch.bfloat16] and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX = CPU_HAS_HALF_KERNELS[torch.bfloat16] and _has_bf16_dot_products_without_amx()
+CPU_BF16_DOT_PRODUCT_UNITS = _bf16_dot_product_units() if CPU_HAS_HALF_KERNELS[torch.bfloat16] else None
 # Converting an fp16 operand to float32 costs about 16 of aten's emulated fp16 multiply-adds per element where the
 # weights stream from memory (stacks of 24 linear layers 256-2048 wide, Zen 5, timed by hand): the float32 kernels
 # break even at a linear layer's 16-18 rows, win from 24 (1.1-2.5x; 2.1-3.1x at 64), and lose below (0.6x at 8 rows;
@@ -74,9 +77,9 @@ CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX = CPU_HAS_HALF_KERNELS[torch.bfloat16] and
 MIN_MULTIPLY_ADDS_PER_ELEMENT = 16
 
 
-def cpu_has_bf16_dot_products_without_amx() -> bool:
-    """`CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX`, read at call time, so that a test can set it."""
-    return CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX
+def cpu_bf16_dot_product_units() -> str | None:
+    """`CPU_BF16_DOT_PRODUCT_UNITS`, read at call time, so that a test can set it."""
+    return CPU_BF16_DOT_PRODUCT_UNITS
 
 
 def apply_linear(hidden_states: torch.Tensor, layer: nn.Linear, activation: nn.Module | None = None) -> torch.Tensor:

@@ -29,7 +29,7 @@ def simulate_a_cpu_without_half_precision_kernels(monkeypatch):
     from hf_attention import fused_linear  # here, not at the top: the environment above must be set first
 
     monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
-    monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", False)
+    monkeypatch.setattr(fused_linear, "CPU_BF16_DOT_PRODUCT_UNITS", None)
     # every matmul takes the float32 route, however few its rows, so that tiny test shapes exercise it
     monkeypatch.setattr(fused_linear, "MIN_MULTIPLY_ADDS_PER_ELEMENT", 0)
 

@@ -227,7 +227,13 @@ def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
 @pytest.fixture
 def cpu_without_amx(monkeypatch):
     """The CPU "sdpa" runs eagerly on in bfloat16 (AVX-512 bf16, no AMX), whatever CPU runs the test."""
-    monkeypatch.setattr(fused_linear, "CPU_HAS_BF16_DOT_PRODUCTS_WITHOUT_AMX", True)
+    monkeypatch.setattr(fused_linear, "CPU_BF16_DOT_PRODUCT_UNITS", "avx512")
+
+
+@pytest.fixture
+def cpu_with_amx(monkeypatch):
+    """A CPU with AMX tiles, on which "sdpa" in bfloat16 runs eagerly for short training only."""
+    monkeypatch.setattr(fused_linear, "CPU_BF16_DOT_PRODUCT_UNITS", "amx")
 
 
 def kernel_counts(step) -> dict[str, int]:
@@ -279,18 +285,51 @@ def test_bf16_sdpa_trains_eagerly_with_eager_s_gradients(cpu_without_amx):
 def test_sdpa_keeps_pytorch_s_kernels_where_eager_attention_does_not_win(cpu_without_amx, monkeypatch):
     query = key = torch.randn(2, 4, 8, 16, dtype=torch.bfloat16)
     outruns = attention_module._eager_outruns_cpu_sdpa
-    assert outruns(query, key, "sdpa")
-    assert not outruns(query, key, "flex_attention") and not outruns(query.half(), key.half(), "sdpa")
-    assert not outruns(query.float(), key.float(), "sdpa")
+    assert outruns(query, key, key, "sdpa")
+    assert not outruns(query, key, key, "flex_attention") and not outruns(query.half(), key.half(), key.half(), "sdpa")
+    assert not outruns(query.float(), key.float(), key.float(), "sdpa")
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # the user asked for PyTorch's flash kernel only
-        assert not outruns(query, key, "sdpa")
+        assert not outruns(query, key, key, "sdpa")
     with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
-        assert outruns(query, key, "sdpa")
+        assert outruns(query, key, key, "sdpa")
     side = int(attention_module.EAGER_SCORES_LIMIT**0.5) + 1  # one (side x side) score matrix over the limit
     long_query = torch.empty(1, 1, side, 1, dtype=torch.bfloat16)
-    assert not outruns(long_query, long_query, "sdpa")
+    assert not outruns(long_query, long_query, long_query, "sdpa")
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert not outruns(query, key, "sdpa")
+    assert not outruns(query, key, key, "sdpa")
+
+
+def test_with_amx_only_short_bf16_training_runs_eagerly(cpu_with_amx):
+    outruns = attention_module._eager_outruns_cpu_sdpa
+    frozen = torch.randn(2, 4, 8, 16, dtype=torch.bfloat16)
+    trained = frozen.clone().requires_grad_()
+    assert not outruns(frozen, frozen, frozen, "sdpa")  # inference: the kernel runs on the tiles
+    assert outruns(frozen, frozen, trained, "sdpa")  # a gradient to any of the three: its backward is slow
+    with torch.no_grad():
+        assert not outruns(trained, trained, trained, "sdpa")
+    limit = attention_module.AMX_EAGER_TRAINING_MAX_KEYS
+    keys = torch.empty(1, 1, limit, 1, dtype=torch.bfloat16, requires_grad=True)
+    assert outruns(keys[..., :1, :], keys, keys, "sdpa")
+    more_keys = torch.empty(1, 1, limit + 1, 1, dtype=torch.bfloat16, requires_grad=True)
+    assert not outruns(more_keys[..., :1, :], more_keys, more_keys, "sdpa")
+    rows = attention_module.AMX_EAGER_TRAINING_MAX_SCORES // limit + 1  # queries x keys just over the score limit
+    many_queries = torch.empty(1, 1, rows, 1, dtype=torch.bfloat16, requires_grad=True)
+    assert not outruns(many_queries, keys, keys, "sdpa")
+
+
+def test_bf16_sdpa_trains_eagerly_with_amx_and_infers_on_the_kernel(cpu_with_amx):
+    attention, hidden, mask = padded_causal_attention(torch.bfloat16)
+    counts = kernel_counts(lambda: attention(hidden, attention_mask=mask)[0].float().sum().backward())
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in counts and counts["aten::_softmax"] == 1
+    trained = attention.qkv_proj.weight.grad.clone()
+    attention.zero_grad()
+    attention.attn_implementation = "eager"
+    attention(hidden, attention_mask=mask)[0].float().sum().backward()
+    assert trained.abs().max() > 0 and torch.equal(trained, attention.qkv_proj.weight.grad)
+    attention.attn_implementation = "sdpa"
+    with torch.no_grad():
+        counts = kernel_counts(lambda: attention(hidden, attention_mask=mask))
+    assert counts["aten::_scaled_dot_product_flash_attention_for_cpu"] == 1
 
 
 def test_the_cpu_softmax_overwrites_scores_only_where_no_gradient_flows():
