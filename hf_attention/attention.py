@@ -16,8 +16,8 @@ produce them (sdpa, flash, flex) are bypassed for that call, which is computed e
 
 "sdpa" in bfloat16 on a CPU with AVX-512 bf16 but no AMX also runs eagerly, and in training at short lengths on one
 with AMX, where that is faster than PyTorch's CPU flash kernel (`_eager_outruns_cpu_sdpa` says when and at what
-price); "sdpa" in float16 on a CPU without oneDNN fp16
-kernels runs that kernel on float32 operands, which it computes in anyway, at twice the speed.
+price); "sdpa" in float16 on a CPU without oneDNN fp16 kernels runs that kernel on float32 operands, which it
+computes in anyway, at twice the speed.
 """
 
 from __future__ import annotations
