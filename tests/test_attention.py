@@ -341,6 +341,18 @@ def test_the_cpu_softmax_overwrites_scores_only_where_no_gradient_flows():
     assert probs.data_ptr() == buffer.data_ptr()
     torch.testing.assert_close(probs.float(), expected, rtol=2**-7, atol=1e-30)  # one bf16 rounding
     trained = scores.clone().requires_grad_()
-    probs = attention_module._softmax_of_scores(trained, torch.bfloat16)
-    assert probs.data_ptr() != trained.data_ptr() and probs.grad_fn is not None
-    torch.testing.assert_close(probs.float(), expected, rtol=2**-7, atol=1e-30)
+    trained_probs = attention_module._softmax_of_scores(trained, torch.bfloat16)
+    assert trained_probs.data_ptr() != trained.data_ptr() and trained_probs.grad_fn is not None
+    assert torch.equal(trained_probs, probs)  # training and inference share one kernel, so one forward
+
+
+def test_bf16_training_softmax_keeps_no_float32_copy_and_its_gradient_is_a_bf16_one():
+    scores = (torch.randn(6, 33, 33, dtype=torch.float64) * 4).to(torch.bfloat16).requires_grad_()
+    output_gradient = torch.randn(6, 33, 33).to(torch.bfloat16)
+    softmax = attention_module._softmax_of_scores
+    counts = kernel_counts(lambda: softmax(scores, torch.bfloat16).backward(output_gradient))
+    assert "aten::_to_copy" not in counts and counts["aten::_softmax_backward_data"] == 1
+    exact = scores.detach().double().requires_grad_()
+    torch.softmax(exact, dim=-1).backward(output_gradient.double())
+    largest = exact.grad.abs().max()
+    torch.testing.assert_close(scores.grad.double(), exact.grad, rtol=0, atol=2**-6 * largest)  # bf16 roundings
