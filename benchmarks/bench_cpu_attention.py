@@ -37,9 +37,12 @@ def sdpa_kernel(query, key, value):
     return nn.functional.scaled_dot_product_attention(query, key, value)
 
 
+EAGER_MODULE = nn.Module().eval()  # what eager attention reads its `training` flag from (no dropout here anyway)
+
+
 def eager(query, key, value):
     """(batch, heads, tokens, head_dim) out, as the kernel's (eager attention returns batch, tokens, heads, dim)."""
-    return eager_attention_forward(nn.Module(), query, key, value, None)[0].transpose(1, 2)
+    return eager_attention_forward(EAGER_MODULE, query, key, value, None)[0].transpose(1, 2)
 
 
 def run_once(attend, inputs, output_gradient):
@@ -55,7 +58,7 @@ def run_once(attend, inputs, output_gradient):
 
 
 def attention_rate(attend, inputs, output_gradient, rounds: int) -> list[float]:
-    """GFLOP/s of each round: 4 x queries x keys x head_dim multiply-adds forward, twice as many more backward."""
+    """GFLOP/s of each round: 4 x queries x keys x head_dim FLOPs forward (two matmuls), twice as many more backward."""
     query, key = inputs[0], inputs[1]
     flops = 4 * query.shape[:-1].numel() * key.shape[-2] * query.shape[-1] * (1 if output_gradient is None else 3)
     run_once(attend, inputs, output_gradient)
@@ -69,7 +72,8 @@ def attention_rate(attend, inputs, output_gradient, rounds: int) -> list[float]:
 
 def measure(shape: tuple[int, ...], training: bool, rounds: int) -> dict:
     batch, heads, tokens, head_dim = shape
-    *exact, exact_gradient = [tensor.requires_grad_(training) for tensor in torch.randn(4, *shape).unbind(0)]
+    *exact, exact_gradient = torch.randn(4, *shape).unbind(0)
+    exact = [tensor.requires_grad_(training) for tensor in exact]
     exact_gradient = exact_gradient if training else None
     expected, expected_query_gradient = run_once(sdpa_kernel, exact, exact_gradient)
     inputs = [tensor.detach().to(torch.bfloat16).requires_grad_(training) for tensor in exact]
@@ -102,10 +106,10 @@ def main() -> None:
     for shape in SHAPES + (TRAINING_SHAPES if args.training else []):
         rows.append(measure(shape, args.training, args.rounds))
         print(json.dumps(rows[-1]), flush=True)
-    mode = "training (forward + backward)" if args.training else "inference"
+    mode = "training (forward + backward, x3 FLOPs)" if args.training else "inference"
     report = {
         "benchmark": f"bfloat16 attention on the CPU, {mode}: F.scaled_dot_product_attention against "
-        "hf_attention's eager_attention_forward, GFLOP/s (4 x queries x keys x head_dim per head, x3 with backward)",
+        "hf_attention's eager_attention_forward, GFLOP/s (4 x queries x keys x head_dim per head forward)",
         "setup": {"rounds": args.rounds, "training": args.training, **environment()},
         "results": rows,
     }

@@ -264,10 +264,10 @@ def _softmax_of_scores(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
     dtype copies of the scores and keeps one bf16 copy of the probabilities for the backward instead of a float32
     one too, 1.9x faster for (48, 197, 197) scores, its gradients' mean error 1.4x the float32 route's (by hand).
     """
-    on_cpu = scores.dtype == dtype and scores.device.type == "cpu"
-    if on_cpu and not (torch.is_grad_enabled() and scores.requires_grad):
+    same_dtype_on_cpu = scores.dtype == dtype and scores.device.type == "cpu"
+    if same_dtype_on_cpu and not (torch.is_grad_enabled() and scores.requires_grad):
         return torch.softmax(scores, dim=-1, out=scores)
-    if on_cpu and dtype == torch.bfloat16:
+    if same_dtype_on_cpu and dtype == torch.bfloat16:
         return torch.softmax(scores, dim=-1)
     return torch.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
 
@@ -388,8 +388,10 @@ def dot_product_attention(
 EAGER_SCORES_LIMIT = 2**25
 # With AMX, eager attention wins only training, and there only where its scores are few: up to 320 keys and 2^24
 # scores a layer (32 MiB in bfloat16) it ran forward + backward 1.7-4.9x faster than the flash kernel, its query
-# gradients' largest error from float32 1.0-1.7x the kernel's; beyond either bound the ratio swung with the shape
-# and between runs (0.61-2.7x; 0.61x at 1,024 and 2,048 keys; `benchmarks/results/cpu_attention_bf16_amx_training.json`)
+# gradients' largest error from float32 1.0-1.7x the kernel's (`benchmarks/results/cpu_attention_bf16_amx_training
+# .json`). The bounds are conservative: beyond them that run won too (2.0x at 401 keys, 1.6x at 28M scores) but lost
+# at 1,024 and 2,048 keys (0.61x), and earlier runs by hand lost at 401 keys and 15M scores (0.96x) and at 320 keys
+# and 28M scores (0.85x).
 AMX_EAGER_TRAINING_MAX_KEYS = 320
 AMX_EAGER_TRAINING_MAX_SCORES = 2**24
 
@@ -405,7 +407,9 @@ def _eager_outruns_cpu_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch
     eager attention within `AMX_EAGER_TRAINING_MAX_KEYS` and `AMX_EAGER_TRAINING_MAX_SCORES` (a reentrant
     checkpointed forward, run without gradients, keeps the kernel; its recompute runs eagerly, as `fused_linear`'s
     routes do). The price is what transformers' eager path pays: the scores are rounded to bf16 before the softmax,
-    and training keeps the probabilities for the backward pass (bounded by `EAGER_SCORES_LIMIT` per layer).
+    and training keeps the probabilities for the backward pass (bounded by `EAGER_SCORES_LIMIT` per layer, with AMX
+    by `AMX_EAGER_TRAINING_MAX_SCORES`). The question asked is whether a backward may run: a forward that builds a
+    graph (weights that need gradients, outside `torch.no_grad`) counts as training, eval mode or not.
     `sdpa_kernel` calls that leave out the math backend keep PyTorch's kernels, as does `torch.compile`.
     """
     if attn_implementation != "sdpa" or query.device.type != "cpu" or query.dtype != torch.bfloat16:
