@@ -258,7 +258,7 @@ def _softmax_of_scores(scores: torch.Tensor, dtype: torch.dtype) -> torch.Tensor
 
     The CPU's bfloat16/float16 softmax kernels compute in float32, so their result is one rounding of the float32
     softmax (it differed from `softmax(dtype=float32).to(dtype)` in 1 entry of 100,000, by one rounding, no less
-    accurate). On the CPU, where no gradient flows, the kernel overwrites the scores: a fresh (length x length)
+    accurate, by hand). On the CPU, where no gradient flows, the kernel overwrites the scores: a fresh (length x length)
     buffer per layer costs page faults that took as long as the softmax itself (timed by hand; glibc returns large
     blocks to the system). In bfloat16 training it runs forward and backward on the bf16 kernel: that skips four
     dtype copies of the scores and keeps one bf16 copy of the probabilities for the backward instead of a float32
