@@ -33,7 +33,7 @@ import torch
 from _environment import environment
 
 from hf_attention import AttentionCNNConfig, AttentionCNNForImageClassification
-from hf_attention.cli import build_parser, fit_attention_cnn
+from hf_attention.apps.cli import build_parser, fit_attention_cnn
 from hf_attention.configuration_attention_cnn import ATTENTION_CNN_TYPES
 
 

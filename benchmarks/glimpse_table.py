@@ -30,10 +30,10 @@ from torch import nn
 from transformers import Trainer
 from transformers.modeling_outputs import ImageClassifierOutput
 
-from hf_attention.cli import build_parser
-from hf_attention.data_glimpse import TRANSLATED_FASHION_MNIST, load_glimpse_dataset, prepare_glimpse_dataset
-from hf_attention.training import accuracy, collate, make_image_processor, training_arguments
-from hf_attention.training_glimpse import PICTURE_FILE, fit_glimpse
+from hf_attention.apps.cli import build_parser
+from hf_attention.apps.data_glimpse import TRANSLATED_FASHION_MNIST, load_glimpse_dataset, prepare_glimpse_dataset
+from hf_attention.apps.training import accuracy, collate, make_image_processor, training_arguments
+from hf_attention.apps.training_glimpse import PICTURE_FILE, fit_glimpse
 
 RESULTS = Path(__file__).parent / "results" / "glimpse_table.json"
 PICTURE = Path(__file__).parent / "results" / "glimpse_paths_translated_fashion_mnist.png"

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from transformers import Trainer, VisionTextDualEncoderConfig, VisionTextDualEncoderModel, set_seed
 
-from hf_attention.cli import build_parser
-from hf_attention.training import make_image_processor
-from hf_attention.training_image_text import (
+from hf_attention.apps.cli import build_parser
+from hf_attention.apps.training import make_image_processor
+from hf_attention.apps.training_image_text import (
     ImageTextPairs,
     build_model,
     load_pairs,

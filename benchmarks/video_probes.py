@@ -19,10 +19,10 @@ import time
 
 import torch
 
+from hf_attention.apps.data_video import DIRECTIONS, load_moving_glyphs, opposite
+from hf_attention.apps.training_video import make_video_processor, preprocess_clips
 from hf_attention.configuration_video import VideoTransformerConfig
-from hf_attention.data_video import DIRECTIONS, load_moving_glyphs, opposite
 from hf_attention.modeling_video import MultiFrameIntegrationTransformer, VideoTransformerForVideoClassification
-from hf_attention.training_video import make_video_processor, preprocess_clips
 
 
 def exact_positions(num_clips: int, num_frames: int = 8, canvas_size: int = 32):

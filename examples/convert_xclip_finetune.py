@@ -8,8 +8,8 @@ import torch
 from transformers import Trainer, TrainingArguments, XCLIPConfig, XCLIPModel
 
 from hf_attention import VideoTransformerForVideoClassification, from_transformers
-from hf_attention.data_video import DIRECTION_NAMES, load_moving_glyphs
-from hf_attention.training_video import make_video_processor, preprocess_clips
+from hf_attention.apps.data_video import DIRECTION_NAMES, load_moving_glyphs
+from hf_attention.apps.training_video import make_video_processor, preprocess_clips
 
 vision = dict(
     hidden_size=32,

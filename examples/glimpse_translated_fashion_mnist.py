@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from hf_attention.cli import build_parser
-from hf_attention.training_glimpse import fit_glimpse
-from hf_attention.visualize_glimpse import draw_glimpse_paths
+from hf_attention.apps.cli import build_parser
+from hf_attention.apps.training_glimpse import fit_glimpse
+from hf_attention.apps.visualize_glimpse import draw_glimpse_paths
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("--train-size", default="500")

@@ -17,8 +17,8 @@ from hf_attention import (
     VisionTextCrossAttentionForImageTextRetrieval,
     VisionTransformerConfig,
 )
-from hf_attention.data_image_text import openmoji_font_path, render_emoji, train_caption_tokenizer
-from hf_attention.training import make_image_processor
+from hf_attention.apps.data_image_text import openmoji_font_path, render_emoji, train_caption_tokenizer
+from hf_attention.apps.training import make_image_processor
 
 emojis = ["\N{RED APPLE}", "\N{GRINNING FACE}", "\N{CAT FACE}", "\N{ROCKET}", "\N{SUN WITH FACE}", "\N{SLICE OF PIZZA}"]
 captions = ["red apple", "grinning face", "cat face", "rocket", "sun with face", "slice of pizza"]

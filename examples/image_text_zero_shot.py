@@ -12,8 +12,8 @@ from PIL import ImageFont
 from transformers import AutoTokenizer, VisionTextDualEncoderProcessor, pipeline
 
 from hf_attention import VisionTextCrossAttentionForImageTextRetrieval, VisionTransformerConfig, VisionTransformerModel
-from hf_attention.data_image_text import openmoji_font_path, render_emoji
-from hf_attention.training import make_image_processor
+from hf_attention.apps.data_image_text import openmoji_font_path, render_emoji
+from hf_attention.apps.training import make_image_processor
 
 vision = VisionTransformerModel(VisionTransformerConfig(image_size=32, patch_size=8, hidden_size=64,
                                                         num_hidden_layers=2, num_attention_heads=4,
@@ -26,7 +26,7 @@ try:
 except ImportError:  # without it, a small random BERT with a tokenizer trained on a few captions stands in
     from transformers import BertConfig, BertModel
 
-    from hf_attention.data_image_text import train_caption_tokenizer
+    from hf_attention.apps.data_image_text import train_caption_tokenizer
 
     text_path = "outputs/small-bert"
     tokenizer = train_caption_tokenizer(["red apple", "grinning face", "black cat", "an emoji of"], vocab_size=80)

@@ -13,7 +13,7 @@ from transformers import (
     AutoModelForZeroShotImageClassification,
 )
 
-from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, dot_product_attention
+from .attention import MultiHeadAttention, dot_product_attention
 from .configuration_additive import AdditiveAttentionConfig
 from .configuration_attention_cnn import AttentionCNNConfig
 from .configuration_clip_residual import CLIPResidualTransformerConfig
@@ -34,9 +34,10 @@ from .configuration_spatial_transformer import SpatialTransformerConfig
 from .configuration_squeeze_excitation import SqueezeExcitationConfig
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
-from .conversion import from_transformers
+from .conversion import from_transformers, register_legacy_checkpoint_formats
 from .feature_attention import create_feature_attention
-from .feature_map_layers import BasicResidualBlock, BottleneckResidualBlock, FeatureAttentionPreTrainedModel
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel
+from .masks import AttentionMask, build_attention_mask
 from .modeling_additive import AdditiveAttention, AdditiveAttentionModel, AdditiveAttentionPreTrainedModel
 from .modeling_attention_cnn import AttentionCNNForImageClassification, AttentionCNNModel, AttentionCNNPreTrainedModel
 from .modeling_clip_residual import (
@@ -106,6 +107,7 @@ from .modeling_vit import (
     VisionTransformerModel,
     VisionTransformerPreTrainedModel,
 )
+from .residual_blocks import BasicResidualBlock, BottleneckResidualBlock
 
 __version__ = "0.1.0"
 
@@ -166,6 +168,7 @@ def _register() -> None:
         AutoModel.register(config_class, base_model, exist_ok=True)
         for auto_class, head in heads.items():
             auto_class.register(config_class, head, exist_ok=True)
+    register_legacy_checkpoint_formats(config_class.model_type for config_class, _, _ in REGISTRY)
 
 
 _register()

@@ -104,6 +104,46 @@ def check_input_ids(input_ids, vocab_size: int, name: str = "input_ids") -> None
             raise ValueError(f"`{name}` must lie in [0, {vocab_size}), got ids from {low} to {high}.")
 
 
+def check_feature_map(hidden_states, channels: int, block: str, name: str = "hidden_states") -> None:
+    """Raise unless `hidden_states` is a float (batch, channels, height, width) feature map with positive sizes."""
+    layout = f"(batch, {channels}, height, width)"
+    if not hasattr(hidden_states, "dim"):  # a tensor, without importing torch
+        raise TypeError(f"{block} expects `{name}`: a tensor {layout}, got {type(hidden_states).__name__}.")
+    if hidden_states.dim() != 4:
+        raise ValueError(
+            f"{block} expects a feature map of shape {layout}, "
+            f"got a {hidden_states.dim()}-D tensor of shape {tuple(hidden_states.shape)}."
+        )
+    check_float_input(name, hidden_states, layout)
+    if hidden_states.shape[1] != channels:
+        raise ValueError(f"{block} was built for {channels} channels, got a feature map with {hidden_states.shape[1]}.")
+    height, width = hidden_states.shape[-2:]
+    if height == 0 or width == 0:
+        raise ValueError(f"{block} got an empty feature map ({height}x{width}); expected a positive height and width.")
+
+
+def check_channels(**sizes) -> None:
+    """Raise for the first size (a width, a stride, a count) that is not a positive integer; None means default."""
+    for name, value in sizes.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise TypeError(f"`{name}` must be a positive integer, got {value!r}.")
+        check_positive(name, value)
+
+
+def check_reduction(reduction: int, channels: int, name: str = "reduction") -> None:
+    """A reduction ratio r of a `channels`-wide layer: 1 <= r <= channels (a larger r would leave no channel)."""
+    check_positive(name, reduction)
+    if reduction > channels:
+        raise ValueError(
+            f"`{name}` ({reduction}) is larger than the {channels} channels it divides; use at most {channels}."
+        )
+
+
+def reduced(channels: int, reduction: int) -> int:
+    """Width of a bottleneck: channels // reduction, never less than one channel."""
+    return max(1, channels // reduction)
+
+
 def is_compiling() -> bool:
     """Whether torch.compile is tracing (data-dependent checks would break the graph), without importing torch."""
     torch = sys.modules.get("torch")

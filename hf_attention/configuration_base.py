@@ -1,20 +1,27 @@
-"""The base of every hf_attention configuration: unknown keys are refused, common fields are validated.
+"""The base of every hf_attention configuration: extra keys kept as transformers keeps them, near-misses of our own
+fields named, common fields validated.
 
-transformers' `PreTrainedConfig` stores any unknown keyword as an attribute, so `is_casual=True` builds a non-causal
-model without a word. Ours names the unknown key and the closest valid one, both at construction and when a
-`config.json` is loaded. Torch-free, like every configuration file.
+transformers' `PreTrainedConfig` stores any unknown keyword as an attribute, and its machinery and tests set attributes
+on configs that must survive a save and a load; ours do the same. But `is_casual=True` would then build a non-causal
+model without a word, so a keyword that is a near-miss of one of our fields is refused at construction, naming the
+field, while reading a saved config only warns (a `config.json` is data, perhaps from a newer release: it must load).
+Torch-free, like every configuration file.
 """
 
 import dataclasses
 import math
+from contextvars import ContextVar
 from difflib import get_close_matches
 
 from transformers import PreTrainedConfig
+from transformers.utils import logging
 
 from .checks import check_choice, check_non_negative, check_positive
 
+logger = logging.get_logger(__name__)
+
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
-# keys `PreTrainedConfig.__post_init__` consumes or that transformers writes into config.json besides the fields
+# keys transformers itself passes or writes besides the fields: never taken for a misspelt field
 TRANSFORMERS_KEYS = frozenset(
     {
         "num_labels", "torch_dtype", "name_or_path", "_name_or_path", "_commit_hash", "output_attentions",
@@ -30,31 +37,49 @@ def _generation_keys() -> frozenset:
     return frozenset(GenerationConfig._get_default_generation_params())
 
 
+# True while a saved config is read (`from_dict`, which `from_pretrained` and the Auto classes use)
+_READING_SAVED_CONFIG: ContextVar[bool] = ContextVar("hf_attention_reading_saved_config", default=False)
+NEAR_MISS_CUTOFF = 0.8  # difflib's ratio: `is_casual` / `is_causal` scores 0.89, `hidden_sizes` / `hidden_size` 0.96
+
+
 class HFAttentionConfig(PreTrainedConfig):
-    """`PreTrainedConfig` that refuses unknown keys and validates the fields most configs share.
+    """`PreTrainedConfig` that keeps extra keys, refuses near-misses of its fields and validates common fields.
 
     Subclasses are `@strict` dataclasses. A family that renamed a field keeps old checkpoints loading through
-    `attribute_map` (old name -> new name), which this check accepts.
+    `attribute_map` (old name -> new name).
     """
 
     def __post_init__(self, **kwargs):
-        self._refuse_unknown_keys(kwargs)
+        self._check_near_misses(kwargs)
         super().__post_init__(**kwargs)
 
-    def _refuse_unknown_keys(self, kwargs: dict) -> None:
-        known = {field.name for field in dataclasses.fields(self)} | set(self.attribute_map)
-        known |= set(self.sub_configs) | TRANSFORMERS_KEYS
-        unknown = [key for key in kwargs if key not in known]
-        unknown = [key for key in unknown if key not in _generation_keys()]
-        if not unknown:
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        token = _READING_SAVED_CONFIG.set(True)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        finally:
+            _READING_SAVED_CONFIG.reset(token)
+
+    def _check_near_misses(self, kwargs: dict) -> None:
+        """Raise (a keyword) or warn (a saved config) for extra keys that look like a misspelt field of ours."""
+        fields = [field.name for field in dataclasses.fields(self) if not field.name.startswith("_")]
+        known = set(fields) | set(self.attribute_map) | set(self.sub_configs) | TRANSFORMERS_KEYS | _generation_keys()
+        near_misses = {}
+        for key in kwargs:
+            close = [] if key in known else get_close_matches(key, fields, n=1, cutoff=NEAR_MISS_CUTOFF)
+            if close:
+                near_misses[key] = close[0]
+        if not near_misses:
             return
-        valid = sorted(field.name for field in dataclasses.fields(self) if not field.name.startswith("_"))
-        reasons = []
-        for key in unknown:
-            close = get_close_matches(key, valid, n=1)
-            reasons.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+        reasons = ", ".join(f"`{key}` (did you mean `{field}`?)" for key, field in near_misses.items())
+        message = f"{type(self).__name__} got {reasons}"
+        if _READING_SAVED_CONFIG.get():
+            logger.warning(f"{message}; kept as an extra attribute, which this model does not read.")
+            return
         raise TypeError(
-            f"{type(self).__name__} got unknown keys: {', '.join(reasons)}. Valid keys: {', '.join(valid)}."
+            f"{message}. To keep an extra attribute of that name, set it after construction "
+            f"(`config.{next(iter(near_misses))} = ...`). Fields: {', '.join(sorted(fields))}."
         )
 
     def validate_common_fields(self):
@@ -68,14 +93,9 @@ class HFAttentionConfig(PreTrainedConfig):
         check_non_negative("initializer_range", getattr(self, "initializer_range", None))
         if self.problem_type is not None:
             check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
-        hidden_act = getattr(self, "hidden_act", None)
-        if isinstance(hidden_act, str):
-            from transformers.activations import ACT2FN  # lazily: configs import no torch at module level
-
-            if hidden_act not in ACT2FN:
-                close = get_close_matches(hidden_act, list(ACT2FN), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"`hidden_act` {hidden_act!r} is not a known activation{hint}.")
+        for field in dataclasses.fields(self):
+            if field.name.endswith(("_act", "activation", "activation_function")):
+                check_activation(field.name, getattr(self, field.name, None))
 
     def validate_token_ids(self):
         """Part of `@strict` validation; transformers only logs a warning for an id outside the vocabulary."""
@@ -88,4 +108,16 @@ class HFAttentionConfig(PreTrainedConfig):
                 raise ValueError(f"`{field.name}` must lie in [0, vocab_size={vocab_size}), got {value}.")
 
 
-__all__ = ["HFAttentionConfig", "PROBLEM_TYPES"]
+def check_activation(name: str, value) -> None:
+    """Raise unless `value` (a string) names an activation of `transformers.activations.ACT2FN`."""
+    if not isinstance(value, str):
+        return
+    from transformers.activations import ACT2FN  # lazily: configs import no torch at module level
+
+    if value not in ACT2FN:
+        close = get_close_matches(value, list(ACT2FN), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"`{name}` {value!r} is not a known activation{hint}.")
+
+
+__all__ = ["HFAttentionConfig", "PROBLEM_TYPES", "check_activation"]

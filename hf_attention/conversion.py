@@ -10,15 +10,12 @@ weights. Each family adds one converter: a config translation plus a state-dict 
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
-from transformers import PreTrainedModel, ViTForImageClassification, ViTModel
-from transformers.models.clip.configuration_clip import CLIPTextConfig
-from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPEncoderLayer
-from transformers.models.detr.modeling_detr import DetrDecoderLayer, DetrEncoderLayer, DetrModel
-from transformers.models.x_clip.configuration_x_clip import XCLIPTextConfig
-from transformers.models.x_clip.modeling_x_clip import XCLIPModel, XCLIPVisionModel
+from transformers import PreTrainedModel
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import Chunk, WeightConverter, WeightRenaming
 
 from .configuration_clip_residual import CLIPResidualTransformerConfig
 from .configuration_detr_transformer import DETRTransformerConfig
@@ -31,9 +28,8 @@ from .modeling_vit import VisionTransformerForImageClassification, VisionTransfo
 
 logger = logging.getLogger(__name__)
 
-# transformers' ViT name -> ours, applied in order; q/k/v projections are fused separately
+# transformers' ViT name -> ours, applied in order
 VIT_RENAMES = [(r"\.attention\.o_proj\.", ".attention.out_proj.")]
-VIT_FUSED_QKV = (r"(.*\.attention)\.(q|k|v)_proj\.(weight|bias)$", "{prefix}.qkv_proj.{kind}")
 VIT_DROPPED = [r"^(vit\.)?pooler\."]
 
 # our config field <- transformers' ViTConfig field (same meaning, same name)
@@ -53,17 +49,6 @@ VIT_CONFIG_FIELDS = [
     "qkv_bias",
 ]
 
-# transformers' CLIPEncoder(Layer) name -> our CLIPResidualTransformerModel / CLIPResidualAttentionBlock
-CLIP_RENAMES = [
-    (r"^layers\.", "resblocks."),
-    (r"(^|\.)layer_norm1\.", r"\1ln_1."),
-    (r"(^|\.)layer_norm2\.", r"\1ln_2."),
-    (r"(^|\.)self_attn\.", r"\1attn."),
-    (r"(^|\.)mlp\.fc1\.", r"\1mlp.c_fc."),
-    (r"(^|\.)mlp\.fc2\.", r"\1mlp.c_proj."),
-]
-CLIP_FUSED_QKV = (r"^(.*?attn)\.(q|k|v)_proj\.(weight|bias)$", "{prefix}.qkv_proj.{kind}")
-
 # transformers' DetrModel / DetrEncoderLayer / DetrDecoderLayer name -> our DETRTransformerModel / layers
 DETR_RENAMES = [
     (r"\.o_proj\.", ".out_proj."),
@@ -80,30 +65,20 @@ XCLIP_VISION_RENAMES = [
     (r"^(video_model\.)?encoder\.layers\.", r"\1layers."),
     (r"(^|\.)embeddings\.position_embedding\.weight$", r"\1embeddings.position_embedding"),
 ]
-# transformers' XCLIPModel name -> our VideoTextTransformerModel; the CLIP blocks of the text tower and of the MIT
-# take CLIP_RENAMES' names, scoped so that the vision layers' own layer_norm1/self_attn/mlp stay as they are
-XCLIP_BLOCK = r"((?:resblocks|mit\.layers)\.\d+\.)"
+# transformers' XCLIPModel name -> our VideoTextTransformerModel
 XCLIP_RENAMES = [
     (r"^vision_model\.", "video_model."),
     (r"^visual_projection\.", "video_model.visual_projection."),
     (r"^mit\.encoder\.layers\.", "video_model.mit.layers."),
     (r"^mit\.position_embedding$", "video_model.mit.position_embedding"),
     (r"^text_model\.embeddings\.", "text_model."),
-    (r"^text_model\.encoder\.layers\.", "text_model.transformer.resblocks."),
+    (r"^text_model\.encoder\.layers\.", "text_model.transformer.layers."),
     (r"^prompts_generator\.decoder\.(\d+)\.mlp\.0\.", r"prompts_generator.layers.\1.mlp.fc1."),
     (r"^prompts_generator\.decoder\.(\d+)\.mlp\.3\.", r"prompts_generator.layers.\1.mlp.fc2."),
     (r"^prompts_generator\.decoder\.", "prompts_generator.layers."),
     (r"\.cross_attn\.proj\.", ".cross_attn.out_proj."),
     *XCLIP_VISION_RENAMES,
-    (XCLIP_BLOCK + r"layer_norm1\.", r"\1ln_1."),
-    (XCLIP_BLOCK + r"layer_norm2\.", r"\1ln_2."),
-    (XCLIP_BLOCK + r"self_attn\.", r"\1attn."),
-    (XCLIP_BLOCK + r"mlp\.fc1\.", r"\1mlp.c_fc."),
-    (XCLIP_BLOCK + r"mlp\.fc2\.", r"\1mlp.c_proj."),
 ]
-# self-attention of the vision layers and of the CLIP blocks, and cross-frame attention, are fused; the prompt
-# generator's cross-attention (keys from the video) is not
-XCLIP_FUSED_QKV = (r"^(.*\.(?:self_attn|message_attn|attn))\.(q|k|v)_proj\.(weight|bias)$", "{prefix}.qkv_proj.{kind}")
 # our VideoTransformerConfig field <- transformers' XCLIPVisionConfig field (same meaning, same name)
 XCLIP_VISION_CONFIG_FIELDS = [
     "image_size",
@@ -139,28 +114,16 @@ XCLIP_CONFIG_FIELDS = [
 
 
 def rename_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    renames: list[tuple[str, str]],
-    fused: tuple[str, str] | None = None,
-    dropped: list[str] = (),
+    state_dict: dict[str, torch.Tensor], renames: list[tuple[str, str]], dropped: list[str] = ()
 ) -> dict[str, torch.Tensor]:
-    """Apply regex renames, drop unwanted keys, and concatenate q/k/v pieces matched by `fused` in q, k, v order."""
-    converted, pieces = {}, {}
+    """Apply regex renames in order and drop the keys `dropped` matches."""
+    converted = {}
     for name, tensor in state_dict.items():
         if any(re.search(pattern, name) for pattern in dropped):
             continue
         for pattern, replacement in renames:
             name = re.sub(pattern, replacement, name)
-        match = re.match(fused[0], name) if fused else None
-        if match:
-            prefix, which, kind = match.groups()
-            pieces.setdefault(fused[1].format(prefix=prefix, kind=kind), {})[which] = tensor
-            continue
         converted[name] = tensor
-    for name, parts in pieces.items():
-        if sorted(parts) != ["k", "q", "v"]:
-            raise ValueError(f"Cannot fuse {name}: found only the {sorted(parts)} projections, expected q, k and v.")
-        converted[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     return converted
 
 
@@ -170,17 +133,17 @@ def _vit_config(source_config, **overrides) -> VisionTransformerConfig:
     return VisionTransformerConfig(pooling="cls", **fields, **labels, **overrides)
 
 
-def convert_vit(model: ViTModel | ViTForImageClassification) -> VisionTransformerModel:
-    if isinstance(model, ViTModel) and model.pooler is not None:
+def convert_vit(model: PreTrainedModel) -> VisionTransformerModel:
+    """transformers' `ViTModel` or `ViTForImageClassification`."""
+    is_base_model = type(model).__name__ == "ViTModel"
+    if is_base_model and model.pooler is not None:
         logger.warning(
             "transformers' ViTModel pooler (dense + tanh on the class token) has no counterpart here and is "
             "dropped; our pooler_output is the normalised class token. last_hidden_state is unchanged."
         )
     config = _vit_config(model.config)
-    target_class = VisionTransformerForImageClassification
-    if isinstance(model, ViTModel):
-        target_class = VisionTransformerModel
-    state_dict = rename_state_dict(model.state_dict(), VIT_RENAMES, VIT_FUSED_QKV, VIT_DROPPED)
+    target_class = VisionTransformerModel if is_base_model else VisionTransformerForImageClassification
+    state_dict = rename_state_dict(model.state_dict(), VIT_RENAMES, VIT_DROPPED)
     return _load_converted(target_class, config, state_dict, model.dtype)
 
 
@@ -194,19 +157,20 @@ def _clip_config(source_config) -> CLIPResidualTransformerConfig:
         hidden_act=source_config.hidden_act,
         layer_norm_eps=source_config.layer_norm_eps,
         attention_dropout=source_config.attention_dropout,
-        is_causal=isinstance(source_config, (CLIPTextConfig, XCLIPTextConfig)),
+        is_causal=type(source_config).__name__ in ("CLIPTextConfig", "XCLIPTextConfig"),
         initializer_range=source_config.initializer_range,
     )
 
 
-def convert_clip_encoder(encoder: CLIPEncoder) -> CLIPResidualTransformerModel:
+def convert_clip_encoder(encoder: torch.nn.Module) -> CLIPResidualTransformerModel:
+    """transformers' `CLIPEncoder`."""
     config = _clip_config(encoder.config)
-    state_dict = rename_state_dict(encoder.state_dict(), CLIP_RENAMES, CLIP_FUSED_QKV)
-    dtype = next(encoder.parameters()).dtype
-    return _load_converted(CLIPResidualTransformerModel, config, state_dict, dtype)
+    dtype = next(encoder.parameters()).dtype  # transformers' CLIP names are ours
+    return _load_converted(CLIPResidualTransformerModel, config, encoder.state_dict(), dtype)
 
 
-def convert_clip_encoder_layer(layer: CLIPEncoderLayer) -> CLIPResidualAttentionBlock:
+def convert_clip_encoder_layer(layer: torch.nn.Module) -> CLIPResidualAttentionBlock:
+    """transformers' `CLIPEncoderLayer`."""
     config = _clip_config(layer.self_attn.config)
     block = CLIPResidualAttentionBlock(
         config.hidden_size,
@@ -218,13 +182,12 @@ def convert_clip_encoder_layer(layer: CLIPEncoderLayer) -> CLIPResidualAttention
         is_causal=config.is_causal,
         attn_implementation=layer.self_attn.config._attn_implementation or "sdpa",
     )
-    state_dict = rename_state_dict(layer.state_dict(), CLIP_RENAMES, CLIP_FUSED_QKV)
-    return _load_into(block, state_dict, next(layer.parameters()).dtype)
+    return _load_into(block, layer.state_dict(), next(layer.parameters()).dtype)
 
 
-def convert_detr_layer(layer: DetrEncoderLayer | DetrDecoderLayer):
-    """A DETR layer (post-norm, as transformers' DETR is) with the same weights."""
-    config, is_decoder = layer.self_attn.config, isinstance(layer, DetrDecoderLayer)
+def convert_detr_layer(layer: torch.nn.Module):
+    """transformers' `DetrEncoderLayer` or `DetrDecoderLayer`: our layer (post-norm, as DETR's) with its weights."""
+    config, is_decoder = layer.self_attn.config, type(layer).__name__ == "DetrDecoderLayer"
     target_class = DETRTransformerDecoderLayer if is_decoder else DETRTransformerEncoderLayer
     converted = target_class(
         config.d_model,
@@ -242,7 +205,7 @@ def convert_detr_layer(layer: DetrEncoderLayer | DetrDecoderLayer):
     return _load_into(converted, state_dict, next(layer.parameters()).dtype)
 
 
-def convert_detr_model(model: DetrModel) -> DETRTransformerModel:
+def convert_detr_model(model: PreTrainedModel) -> DETRTransformerModel:
     """DETR's transformer: input projection, encoder, decoder and object queries. The CNN backbone is not part of it:
     feed it `model.backbone(pixel_values, pixel_mask)[-1]`, the last feature map and its mask."""
     source = model.config
@@ -288,7 +251,7 @@ def _video_config(vision_config, **overrides) -> VideoTransformerConfig:
     return VideoTransformerConfig(temporal_modeling="cross_frame", **fields, **overrides)
 
 
-def convert_xclip_vision(model: XCLIPVisionModel) -> VideoTransformerModel:
+def convert_xclip_vision(model: PreTrainedModel) -> VideoTransformerModel:
     """X-CLIP's video encoder. `XCLIPVisionModel` holds no projection and no MIT (they live in `XCLIPModel`), so ours
     gets neither: `frame_embeds` are the post-normed class tokens and the video embedding is their mean."""
     logger.info(
@@ -296,11 +259,11 @@ def convert_xclip_vision(model: XCLIPVisionModel) -> VideoTransformerModel:
         "frames with a plain mean. Convert the XCLIPModel to keep them."
     )
     config = _video_config(model.config, projection_dim=None, video_pooling="mean")
-    state_dict = rename_state_dict(model.state_dict(), XCLIP_VISION_RENAMES, XCLIP_FUSED_QKV)
+    state_dict = rename_state_dict(model.state_dict(), XCLIP_VISION_RENAMES)
     return _load_converted(VideoTransformerModel, config, state_dict, model.dtype)
 
 
-def convert_xclip(model: XCLIPModel) -> VideoTextTransformerModel:
+def convert_xclip(model: PreTrainedModel) -> VideoTextTransformerModel:
     """The whole X-CLIP video-text model: video encoder, projection, MIT, text tower and prompt generator."""
     source, vision, text = model.config, model.config.vision_config, model.config.text_config
     if vision.mit_hidden_size != source.projection_dim:
@@ -314,7 +277,7 @@ def convert_xclip(model: XCLIPModel) -> VideoTextTransformerModel:
         **{name: getattr(text, name) for name in XCLIP_TEXT_CONFIG_FIELDS},
         **{name: getattr(source, name) for name in XCLIP_CONFIG_FIELDS},
     )
-    state_dict = rename_state_dict(model.state_dict(), XCLIP_RENAMES, XCLIP_FUSED_QKV)
+    state_dict = rename_state_dict(model.state_dict(), XCLIP_RENAMES)
     return _load_converted(VideoTextTransformerModel, config, state_dict, model.dtype)
 
 
@@ -330,6 +293,37 @@ def _load_into(converted: torch.nn.Module, state_dict, dtype) -> torch.nn.Module
             f"unexpected {sorted(unexpected)}. The conversion table in hf_attention/conversion.py needs updating."
         )
     return converted.to(dtype).eval()
+
+
+# --- checkpoints of earlier hf_attention releases, converted on load ---------------------------------------------
+
+# Before the plain layout: one fused `qkv_proj` per self-attention, rows [q; k; v]; CLIP blocks under OpenAI's names
+# (resblocks, ln_1, attn, ln_2, mlp.c_fc, mlp.c_proj) where transformers' CLIP names are now used.
+LEGACY_RENAMES = [
+    (r"resblocks\.", "layers."),
+    (r"\.ln_1\.", ".layer_norm1."),
+    (r"\.ln_2\.", ".layer_norm2."),
+    (r"\.attn\.", ".self_attn."),
+    (r"\.mlp\.c_fc\.", ".mlp.fc1."),
+    (r"\.mlp\.c_proj\.", ".mlp.fc2."),
+]
+LEGACY_FUSED_PROJECTION = ("qkv_proj", ["q_proj", "k_proj", "v_proj"])
+
+def legacy_weight_transforms() -> list[WeightRenaming | WeightConverter]:
+    """transformers weight transforms from every earlier layout to the current one."""
+    renamings = [WeightRenaming(source, target) for source, target in LEGACY_RENAMES]
+    fused, split = LEGACY_FUSED_PROJECTION
+    return [*renamings, WeightConverter(fused, split, operations=[Chunk(dim=0)])]
+
+
+def register_legacy_checkpoint_formats(model_types: Iterable[str]) -> None:
+    """Let `from_pretrained` read checkpoints saved in earlier layouts, through transformers' conversion mapping.
+
+    Code loaded with `trust_remote_code` shares our model types, but an old folder's code loads its own layout
+    untouched: transformers keeps a checkpoint's name where the converted one is not in the model (tested).
+    """
+    for model_type in model_types:
+        register_checkpoint_conversion_mapping(model_type, legacy_weight_transforms(), overwrite=True)
 
 
 # --- state dicts of the seeds' own libraries (they need torchvision, so only their weights pass through here) ---
@@ -412,16 +406,17 @@ def convert_timm_non_local_state_dict(state_dict: dict[str, torch.Tensor]) -> di
     return converted
 
 
-CONVERTERS: dict[type, Callable[[torch.nn.Module], torch.nn.Module]] = {
-    ViTModel: convert_vit,
-    ViTForImageClassification: convert_vit,
-    CLIPEncoder: convert_clip_encoder,
-    CLIPEncoderLayer: convert_clip_encoder_layer,
-    DetrEncoderLayer: convert_detr_layer,
-    DetrDecoderLayer: convert_detr_layer,
-    DetrModel: convert_detr_model,
-    XCLIPVisionModel: convert_xclip_vision,
-    XCLIPModel: convert_xclip,
+# transformers' class name -> its converter; by name, so that importing this file loads none of their model code
+CONVERTERS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
+    "ViTModel": convert_vit,
+    "ViTForImageClassification": convert_vit,
+    "CLIPEncoder": convert_clip_encoder,
+    "CLIPEncoderLayer": convert_clip_encoder_layer,
+    "DetrEncoderLayer": convert_detr_layer,
+    "DetrDecoderLayer": convert_detr_layer,
+    "DetrModel": convert_detr_model,
+    "XCLIPVisionModel": convert_xclip_vision,
+    "XCLIPModel": convert_xclip,
 }
 
 
@@ -436,8 +431,9 @@ def from_transformers(model: torch.nn.Module) -> torch.nn.Module:
     backbone), `XCLIPVisionModel` -> `VideoTransformerModel` (frames pooled by their mean: it has no MIT) and
     `XCLIPModel` -> `VideoTextTransformerModel`.
     """
-    converter = CONVERTERS.get(type(model))
+    is_transformers_model = type(model).__module__.startswith("transformers.models.")
+    converter = CONVERTERS.get(type(model).__name__) if is_transformers_model else None
     if converter is None:
-        supported = ", ".join(sorted(cls.__name__ for cls in CONVERTERS))
+        supported = ", ".join(sorted(CONVERTERS))
         raise TypeError(f"No conversion for {type(model).__name__}; supported: {supported}.")
     return converter(model)

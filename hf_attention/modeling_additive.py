@@ -13,10 +13,10 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import masked_softmax, pool_values, score_keep_mask, validate_padding_mask
+from .attention import pool_values
 from .checks import check_float_input, check_probability
 from .configuration_additive import AdditiveAttentionConfig
-from .fused_linear import RoutedLinear
+from .masks import masked_softmax, score_keep_mask, validate_padding_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -31,15 +31,15 @@ class AdditiveAttention(nn.Module):
         bias: whether W_q and W_k have a bias.
 
     Forward returns (output, attention weights (batch, 1, queries, keys) or None); the output has the values'
-    width. Scores and the softmax run in float32 whatever the input dtype; the weights come back in the values' dtype.
+    width. The softmax runs in float32 whatever the input dtype; the weights come back in the values' dtype.
     """
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False):
         super().__init__()
         check_probability("dropout", dropout)
-        self.query_proj = RoutedLinear(query_dim, hidden_dim, bias=bias)  # W_q
-        self.key_proj = RoutedLinear(key_dim, hidden_dim, bias=bias)  # W_k
-        self.score_proj = RoutedLinear(hidden_dim, 1, bias=False)  # w_v
+        self.query_proj = nn.Linear(query_dim, hidden_dim, bias=bias)  # W_q
+        self.key_proj = nn.Linear(key_dim, hidden_dim, bias=bias)  # W_k
+        self.score_proj = nn.Linear(hidden_dim, 1, bias=False)  # w_v
         self.dropout = nn.Dropout(dropout)
 
     def forward(
@@ -60,12 +60,11 @@ class AdditiveAttention(nn.Module):
         values = keys if values is None else values
         self._check_inputs(queries, keys, values)
         keep = score_keep_mask(attention_mask, queries.shape[0], queries.shape[1], keys.shape[1])
-        # (b, q, 1, h) + (b, 1, k, h): the MLP sees every query/key pair without materialising the concatenation;
-        # in float32, so that large float16 inputs cannot overflow before the tanh
-        features = torch.tanh(
-            float32_linear(self.query_proj, queries)[:, :, None] + float32_linear(self.key_proj, keys)[:, None]
-        )
-        scores = float32_linear(self.score_proj, features)[..., 0][:, None]
+        # (b, q, 1, h) + (b, 1, k, h): the MLP sees every query/key pair without materialising the concatenation.
+        # The sum and the tanh run in float32, so that large float16 projections cannot overflow before the tanh;
+        # the scores are bounded by |w_v|, so w_v may then run in the inputs' dtype.
+        features = torch.tanh(self.query_proj(queries)[:, :, None].float() + self.key_proj(keys)[:, None].float())
+        scores = self.score_proj(features.to(queries.dtype))[..., 0][:, None].float()
         probs = masked_softmax(scores, keep).to(values.dtype)
         output = pool_values(self.dropout(probs), values, keep)
         return output, (probs if output_attentions else None)
@@ -87,11 +86,6 @@ class AdditiveAttention(nn.Module):
             check_float_input(name, tensor, "(batch, length, width)")
             if tensor.shape[1] == 0:
                 raise ValueError(f"`{name}` is an empty sequence (length 0); attention needs at least one.")
-
-
-def float32_linear(layer: nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
-    bias = None if layer.bias is None else layer.bias.float()
-    return nn.functional.linear(inputs.float(), layer.weight.float(), bias)
 
 
 class AdditiveAttentionPreTrainedModel(HFAttentionPreTrainedModel):

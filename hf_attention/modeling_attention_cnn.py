@@ -24,17 +24,11 @@ from transformers.utils.output_capturing import capture_outputs
 from .checks import check_pixel_values
 from .configuration_attention_cnn import AttentionCNNConfig
 from .feature_attention import create_feature_attention
-from .feature_map_layers import (
-    AttentionMap,
-    BasicResidualBlock,
-    conv_bn_relu,
-    drop_recording_flags,
-    init_feature_map_weights,
-    recorded_with_attentions,
-)
-from .fused_linear import RoutedLinear
+from .feature_map_pretrained import drop_recording_flags, init_feature_map_weights, recorded_with_attentions
+from .layers import AttentionMap
 from .modeling_dual_attention import ChannelAttentionMap
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .residual_blocks import BasicResidualBlock, conv_bn_relu
 
 
 def attention_block_options(config: AttentionCNNConfig) -> dict:
@@ -166,7 +160,7 @@ class AttentionCNNForImageClassification(AttentionCNNPreTrainedModel):
         self.cnn = AttentionCNNModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         width = config.hidden_sizes[-1]
-        self.classifier = RoutedLinear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(width, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple

@@ -1,7 +1,8 @@
 """CLIP's residual attention block (Radford et al., 2021) and the transformer stacked from it.
 
-Data flow, per block: x + attn(ln_1(x)), then x + mlp(ln_2(x)), where mlp is c_fc -> QuickGELU -> c_proj and attn
-is multi-head self-attention, causal in CLIP's text tower. The stack has no final norm: CLIP applies its
+Data flow, per block: x + self_attn(layer_norm1(x)), then x + mlp(layer_norm2(x)), where mlp is fc1 -> QuickGELU -> fc2
+and self_attn is multi-head self-attention, causal in CLIP's text tower. The layers carry transformers' CLIP names
+(OpenAI's checkpoints call them ln_1, attn, ln_2, c_fc and c_proj). The stack has no final norm: CLIP applies its
 `ln_final` / `ln_post` outside the transformer, to the token it reads out.
 """
 
@@ -9,32 +10,21 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
+from .attention import MultiHeadAttention
 from .checks import check_float_input
 from .configuration_clip_residual import CLIPResidualTransformerConfig
-from .fused_linear import RoutedLinear, feed_forward
+from .layers import FeedForward
+from .masks import AttentionMask, build_attention_mask, validate_padding_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
-class CLIPResidualMLP(nn.Module):
-    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
-        super().__init__()
-        self.c_fc = RoutedLinear(hidden_size, intermediate_size)
-        self.activation = ACT2FN[hidden_act]
-        self.c_proj = RoutedLinear(intermediate_size, hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return feed_forward(hidden_states, self.c_fc, self.activation, self.c_proj)
-
-
 class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
-    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) with a QuickGELU MLP.
+    """Pre-norm block: x + self_attn(layer_norm1(x)), then x + mlp(layer_norm2(x)) with a QuickGELU MLP.
 
     Args:
         hidden_size: width of the tokens.
@@ -65,25 +55,24 @@ class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
         config=None,
     ):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.attn = MultiHeadAttention(
+        self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.self_attn = MultiHeadAttention(
             hidden_size,
             num_heads,
             dropout=attention_dropout,
-            fused_qkv=True,  # CLIP's own checkpoints store one in_proj for q, k and v
             is_causal=is_causal,
             attn_implementation=attn_implementation,
             config=config,
         )
-        self.ln_2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.mlp = CLIPResidualMLP(hidden_size, intermediate_size or 4 * hidden_size, hidden_act)
+        self.layer_norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mlp = FeedForward(hidden_size, intermediate_size or 4 * hidden_size, hidden_act)
 
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | AttentionMask | None = None, **kwargs
     ) -> torch.Tensor:
-        attention_output, _ = self.attn(self.ln_1(hidden_states), attention_mask=attention_mask, **kwargs)
+        attention_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask=attention_mask, **kwargs)
         hidden_states = hidden_states + attention_output
-        return hidden_states + self.mlp(self.ln_2(hidden_states))
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
 
 class CLIPResidualTransformerPreTrainedModel(HFAttentionPreTrainedModel):
@@ -115,7 +104,7 @@ class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
 
     def __init__(self, config: CLIPResidualTransformerConfig):
         super().__init__(config)
-        self.resblocks = nn.ModuleList(
+        self.layers = nn.ModuleList(
             CLIPResidualAttentionBlock(
                 config.hidden_size,
                 config.num_attention_heads,
@@ -158,7 +147,7 @@ class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
             is_causal=self.config.is_causal,
         )
         hidden_states = inputs_embeds
-        for block in self.resblocks:
+        for block in self.layers:
             hidden_states = block(hidden_states, attention_mask=mask, **kwargs)
         return BaseModelOutput(last_hidden_state=hidden_states)
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import check_channels, check_feature_map
 from .configuration_compressai import CompressAIAttentionConfig
-from .feature_map_layers import FeatureAttentionPreTrainedModel, check_channels, check_feature_map
-from .fused_linear import RoutedConv2d
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 
 
 class CompressAIResidualUnit(nn.Module):
@@ -20,11 +20,11 @@ class CompressAIResidualUnit(nn.Module):
         super().__init__()
         half = channels // 2
         self.conv = nn.Sequential(
-            RoutedConv2d(channels, half, 1),
+            nn.Conv2d(channels, half, 1),
             nn.ReLU(),
-            RoutedConv2d(half, half, 3, padding=1),
+            nn.Conv2d(half, half, 3, padding=1),
             nn.ReLU(),
-            RoutedConv2d(half, channels, 1),
+            nn.Conv2d(half, channels, 1),
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -46,7 +46,7 @@ class CompressAIAttentionBlock(nn.Module):
         self.channels = channels
         self.conv_a = nn.Sequential(*(CompressAIResidualUnit(channels) for _ in range(3)))
         self.conv_b = nn.Sequential(
-            *(CompressAIResidualUnit(channels) for _ in range(3)), RoutedConv2d(channels, channels, 1)
+            *(CompressAIResidualUnit(channels) for _ in range(3)), nn.Conv2d(channels, channels, 1)
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

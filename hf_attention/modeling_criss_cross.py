@@ -14,19 +14,11 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-from .attention import masked_softmax
-from .checks import check_positive
+from .checks import check_channels, check_feature_map, check_positive, check_reduction, reduced
 from .configuration_criss_cross import CrissCrossAttentionConfig
-from .feature_map_layers import (
-    AttentionMap,
-    FeatureAttentionPreTrainedModel,
-    QueryKeyConv2d,
-    check_channels,
-    check_feature_map,
-    check_reduction,
-    reduced,
-)
-from .fused_linear import RoutedConv2d
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel, init_query_key_
+from .layers import AttentionMap
+from .masks import masked_softmax
 
 
 class CrissCrossAttention(nn.Module):
@@ -48,15 +40,18 @@ class CrissCrossAttention(nn.Module):
         check_positive("recurrence", recurrence)
         self.channels = channels
         self.recurrence = recurrence
-        self.query = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
-        self.key = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
-        self.value = RoutedConv2d(channels, channels, 1)
+        self.query = nn.Conv2d(channels, reduced(channels, reduction), 1)
+        self.key = nn.Conv2d(channels, reduced(channels, reduction), 1)
+        self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = AttentionMap()
+        self.init_start_values()
 
     @torch.no_grad()
     def init_start_values(self) -> None:
         init.zeros_(self.gamma)
+        init_query_key_(self.query)
+        init_query_key_(self.key)
 
     def attend(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """One criss-cross pass: the attended values (batch, channels, height, width), before gamma and residual."""

@@ -19,17 +19,17 @@ import torch
 from einops import rearrange
 from torch import nn
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import AttentionMask, MultiHeadAttention, build_attention_mask, validate_padding_mask
+from .attention import MultiHeadAttention
 from .checks import check_float_input
 from .configuration_detr_transformer import DETRTransformerConfig
-from .fused_linear import RoutedConv2d, RoutedLinear
+from .layers import FeedForward
+from .masks import AttentionMask, build_attention_mask, validate_padding_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -64,18 +64,6 @@ def with_position(
             f"got {tuple(position_embeddings.shape)}."
         )
     return hidden_states + position_embeddings
-
-
-class DETRTransformerMLP(nn.Module):
-    def __init__(self, hidden_size: int, intermediate_size: int, activation: str, activation_dropout: float):
-        super().__init__()
-        self.fc1 = RoutedLinear(hidden_size, intermediate_size)
-        self.activation = ACT2FN[activation]
-        self.dropout = nn.Dropout(activation_dropout)
-        self.fc2 = RoutedLinear(intermediate_size, hidden_size)
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.dropout(self.activation(self.fc1(hidden_states))))
 
 
 class DETRTransformerLayerBase(GradientCheckpointingLayer):
@@ -121,7 +109,7 @@ class DETRTransformerLayerBase(GradientCheckpointingLayer):
         if self.has_cross_attention:
             self.cross_attn = MultiHeadAttention(hidden_size, num_heads, **attention)
             self.cross_attn_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.mlp = DETRTransformerMLP(hidden_size, intermediate_size, activation, activation_dropout)
+        self.mlp = FeedForward(hidden_size, intermediate_size, activation, dropout=activation_dropout)
         self.mlp_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
 
     def residual(self, hidden_states: torch.Tensor, branch: Callable, norm: nn.LayerNorm) -> torch.Tensor:
@@ -393,7 +381,7 @@ class DETRTransformerModel(DETRTransformerPreTrainedModel):
 
     def __init__(self, config: DETRTransformerConfig):
         super().__init__(config)
-        self.input_projection = RoutedConv2d(config.num_channels, config.hidden_size, kernel_size=1)
+        self.input_projection = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=1)
         self.query_position_embeddings = nn.Embedding(config.num_queries, config.hidden_size)
         self.encoder = DETRTransformerEncoder(config)
         self.decoder = DETRTransformerDecoder(config)

@@ -20,21 +20,12 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
-from .attention import current_implementation
+from .attention import attend_over_positions, current_implementation
+from .checks import check_channels, check_feature_map, check_reduction, reduced
 from .configuration_dual_attention import DualAttentionConfig, dual_attention_inner_channels
-from .feature_map_layers import (
-    AttentionMap,
-    FeatureAttentionPreTrainedModel,
-    QueryKeyConv2d,
-    attend_over_positions,
-    check_channels,
-    check_feature_map,
-    check_reduction,
-    conv_bn_relu,
-    recorded_with_attentions,
-    reduced,
-)
-from .fused_linear import RoutedConv2d
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel, init_query_key_, recorded_with_attentions
+from .layers import AttentionMap
+from .residual_blocks import conv_bn_relu
 
 
 class ChannelAttentionMap(nn.Module):
@@ -57,17 +48,20 @@ class PositionAttention(nn.Module):
         check_channels(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
-        self.query = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
-        self.key = QueryKeyConv2d(channels, reduced(channels, reduction), 1)
-        self.value = RoutedConv2d(channels, channels, 1)
+        self.query = nn.Conv2d(channels, reduced(channels, reduction), 1)
+        self.key = nn.Conv2d(channels, reduced(channels, reduction), 1)
+        self.value = nn.Conv2d(channels, channels, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = AttentionMap()
         self.attn_implementation = attn_implementation
         self.config = config
+        self.init_start_values()
 
     @torch.no_grad()
     def init_start_values(self) -> None:
         init.zeros_(self.gamma)
+        init_query_key_(self.query)
+        init_query_key_(self.key)
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
         check_feature_map(hidden_states, self.channels, type(self).__name__)

@@ -14,10 +14,10 @@ from torch import nn
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import MultiHeadAttention, build_attention_mask, current_implementation, validate_padding_mask
+from .attention import MultiHeadAttention, current_implementation
 from .checks import check_float_input
 from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
-from .fused_linear import RoutedConv2d
+from .masks import build_attention_mask, validate_padding_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -52,7 +52,7 @@ class FeatureMapCrossAttention(nn.Module):
     ):
         super().__init__()
         self.in_channels = in_channels
-        self.proj_in = RoutedConv2d(in_channels, embed_dim, kernel_size=1)
+        self.proj_in = nn.Conv2d(in_channels, embed_dim, kernel_size=1)
         self.attention = MultiHeadAttention(
             embed_dim,
             num_heads,
@@ -62,7 +62,7 @@ class FeatureMapCrossAttention(nn.Module):
             attn_implementation=attn_implementation,
             config=config,
         )
-        self.proj_out = RoutedConv2d(embed_dim, in_channels, kernel_size=1)
+        self.proj_out = nn.Conv2d(embed_dim, in_channels, kernel_size=1)
 
     def forward(
         self,

@@ -32,7 +32,6 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .checks import check_pixel_values, is_compiling
 from .configuration_glimpse import RecurrentAttentionConfig, as_size_pair
-from .fused_linear import RoutedLinear, linear
 from .pretrained import HFAttentionPreTrainedModel, problem_type_of, resolve_forward_kwargs
 
 
@@ -120,10 +119,10 @@ class GlimpseNetwork(nn.Module):
     def __init__(self, config: RecurrentAttentionConfig):
         super().__init__()
         retina_size = config.num_channels * config.num_scales * config.patch_size**2
-        self.what = RoutedLinear(retina_size, config.glimpse_hidden_size)
-        self.where = RoutedLinear(2, config.location_hidden_size)
-        self.what_to_glimpse = RoutedLinear(config.glimpse_hidden_size, config.glimpse_embedding_size)
-        self.where_to_glimpse = RoutedLinear(config.location_hidden_size, config.glimpse_embedding_size)
+        self.what = nn.Linear(retina_size, config.glimpse_hidden_size)
+        self.where = nn.Linear(2, config.location_hidden_size)
+        self.what_to_glimpse = nn.Linear(config.glimpse_hidden_size, config.glimpse_embedding_size)
+        self.where_to_glimpse = nn.Linear(config.location_hidden_size, config.glimpse_embedding_size)
 
     def forward(self, patches: torch.Tensor, locations: torch.Tensor) -> torch.Tensor:
         what = F.relu(self.what(patches.flatten(1)))
@@ -138,8 +137,8 @@ class RecurrentAttentionCore(nn.Module):
         super().__init__()
         self.core_type = config.core_type
         if config.core_type == "rnn":
-            self.input_to_hidden = RoutedLinear(config.glimpse_embedding_size, config.hidden_size)
-            self.hidden_to_hidden = RoutedLinear(config.hidden_size, config.hidden_size)
+            self.input_to_hidden = nn.Linear(config.glimpse_embedding_size, config.hidden_size)
+            self.hidden_to_hidden = nn.Linear(config.hidden_size, config.hidden_size)
         elif config.core_type == "gru":
             self.cell = nn.GRUCell(config.glimpse_embedding_size, config.hidden_size)
         else:
@@ -196,7 +195,7 @@ class LocationPolicy(nn.Module):
         self.bias = nn.Parameter(torch.empty(2))
 
     def forward(self, hidden_state: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tanh(linear(hidden_state.detach(), self.weight, self.bias)).float()
+        mean = torch.tanh(F.linear(hidden_state.detach(), self.weight, self.bias)).float()
         locations = (mean + self.std * torch.randn_like(mean)).detach() if sample else mean.detach()
         log_probs = torch.distributions.Normal(mean, self.std).log_prob(locations).sum(-1)
         return locations.clamp(-1.0, 1.0), log_probs
@@ -378,7 +377,7 @@ class RecurrentAttentionForImageClassification(RecurrentAttentionPreTrainedModel
         self.num_labels = config.num_labels
         self.recurrent_attention = RecurrentAttentionModel(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = RoutedLinear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
     @can_return_tuple

@@ -25,11 +25,12 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import MultiHeadAttention, build_attention_mask, validate_padding_mask
+from .attention import MultiHeadAttention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
-from .fused_linear import FeedForward, RoutedLinear
+from .layers import FeedForward, contrastive_loss
+from .masks import build_attention_mask, validate_padding_mask
 from .modeling_clip_residual import CLIPResidualAttentionBlock
 from .modeling_vit import VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
@@ -61,7 +62,7 @@ class CLIPResidualTextModel(HFAttentionPreTrainedModel):
         super().__init__(config)
         self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.resblocks = nn.ModuleList(
+        self.layers = nn.ModuleList(
             CLIPResidualAttentionBlock(
                 config.hidden_size,
                 config.num_attention_heads,
@@ -133,7 +134,7 @@ class CLIPResidualTextModel(HFAttentionPreTrainedModel):
             query_padding_mask=attention_mask,
             is_causal=self.config.is_causal,
         )
-        for block in self.resblocks:
+        for block in self.layers:
             hidden_states = block(hidden_states, attention_mask=mask, **kwargs)
         hidden_states = self.final_layer_norm(hidden_states)
         return BaseModelOutputWithPooling(
@@ -167,7 +168,7 @@ class ImageTextFusionLayer(GradientCheckpointingLayer):
         hidden_size = config.fusion_hidden_size
         heads, dropout = config.num_fusion_heads, config.attention_probs_dropout_prob
         self.self_attention_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
-        self.self_attention = MultiHeadAttention(hidden_size, heads, dropout=dropout, fused_qkv=True, config=config)
+        self.self_attention = MultiHeadAttention(hidden_size, heads, dropout=dropout, config=config)
         self.cross_attention_norm = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
         self.cross_attention = MultiHeadAttention(
             hidden_size, heads, key_dim=context_size, dropout=dropout, config=config
@@ -196,7 +197,7 @@ class ImageTextFusion(nn.Module):
         context_size = config.vision_config.hidden_size if self.text_queries else config.text_config.hidden_size
         self.layers = nn.ModuleList(ImageTextFusionLayer(config, context_size) for _ in range(config.num_fusion_layers))
         self.layernorm = nn.LayerNorm(config.fusion_hidden_size, eps=config.layer_norm_eps)
-        self.itm_head = RoutedLinear(config.fusion_hidden_size, 2)
+        self.itm_head = nn.Linear(config.fusion_hidden_size, 2)
 
     def forward(self, image_tokens, text_tokens, text_mask=None, **kwargs) -> torch.Tensor:
         """ITM logits (pairs, 2) of (no match, match) for pairs of image tokens and text tokens (same batch)."""
@@ -367,8 +368,8 @@ class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
         self.vision_model.config = config.vision_config
         self.text_model.config = config.text_config
         self.own_text_tower = isinstance(config.text_config, CLIPResidualTextConfig)
-        self.visual_projection = RoutedLinear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = RoutedLinear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
         self.fusion = ImageTextFusion(config)
         self.post_init()
@@ -508,20 +509,6 @@ def _replace_pooled(outputs, pooled: torch.Tensor) -> BaseModelOutputWithPooling
         hidden_states=outputs.hidden_states,
         attentions=outputs.attentions,
     )
-
-
-def contrastive_loss(logits_per_image: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over matched pairs (image i, text i): the mean of image->text and text->image."""
-    num_images, num_texts = logits_per_image.shape
-    if num_images != num_texts:
-        raise ValueError(
-            f"The contrastive loss needs matched pairs (image i with text i): got {num_images} images and "
-            f"{num_texts} texts."
-        )
-    targets = torch.arange(num_images, device=logits_per_image.device)
-    image_to_text = nn.functional.cross_entropy(logits_per_image, targets)
-    text_to_image = nn.functional.cross_entropy(logits_per_image.T, targets)
-    return (image_to_text + text_to_image) / 2
 
 
 class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreTrainedModel):

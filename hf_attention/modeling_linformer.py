@@ -17,9 +17,9 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import AttentionMask, MultiHeadAttention, validate_padding_mask
+from .attention import MultiHeadAttention
 from .configuration_linformer import LinformerConfig, check_linformer
-from .fused_linear import matmul
+from .masks import AttentionMask, validate_padding_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 
@@ -126,7 +126,7 @@ def project_sequence(projection: torch.Tensor, states: torch.Tensor) -> torch.Te
     batch_size, num_heads, _, head_dim = states.shape
     groups = projection.shape[0]
     columns = rearrange(states, "b (g h) n d -> g n (b h d)", g=groups)
-    projected = matmul(projection.to(states.dtype).transpose(-1, -2), columns)
+    projected = torch.matmul(projection.to(states.dtype).transpose(-1, -2), columns)
     # every axis named: einops cannot infer one from an empty batch
     projected = projected.reshape(groups, projection.shape[-1], batch_size, num_heads // groups, head_dim)
     return rearrange(projected, "g k b h d -> b (g h) k d")

@@ -13,8 +13,9 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import MultiHeadAttention, build_attention_mask, validate_padding_mask
+from .attention import MultiHeadAttention
 from .configuration_mha import MultiHeadAttentionConfig
+from .masks import build_attention_mask, validate_padding_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 

@@ -14,9 +14,10 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import masked_softmax, pool_values, score_keep_mask
+from .attention import pool_values
 from .checks import check_float_input, check_positive
 from .configuration_nadaraya_watson import NadarayaWatsonConfig
+from .masks import masked_softmax, score_keep_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 

@@ -14,21 +14,11 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from .attention import current_implementation
-from .checks import check_choice
+from .attention import attend_over_positions, current_implementation
+from .checks import check_channels, check_choice, check_feature_map, reduced
 from .configuration_non_local import NON_LOCAL_PAIRWISE_FUNCTIONS, NonLocalConfig
-from .feature_map_layers import (
-    AttentionMap,
-    FeatureAttentionPreTrainedModel,
-    QueryKeyConv2d,
-    ZeroInitBatchNorm2d,
-    ZeroInitConv2d,
-    attend_over_positions,
-    check_channels,
-    check_feature_map,
-    reduced,
-)
-from .fused_linear import RoutedConv2d
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel, init_query_key_, init_zeros_
+from .layers import AttentionMap
 
 
 class NonLocalBlock(nn.Module):
@@ -69,15 +59,24 @@ class NonLocalBlock(nn.Module):
         self.sub_sample = sub_sample
         self.attn_implementation = attn_implementation
         self.config = config
-        self.g = RoutedConv2d(channels, inner, 1)
+        self.g = nn.Conv2d(channels, inner, 1)
         if pairwise_function != "gaussian":  # the plain Gaussian compares the inputs themselves
-            self.theta = QueryKeyConv2d(channels, inner, 1)
-            self.phi = QueryKeyConv2d(channels, inner, 1)
+            self.theta = nn.Conv2d(channels, inner, 1)
+            self.phi = nn.Conv2d(channels, inner, 1)
         if pairwise_function == "concatenation":
-            self.concat_project = RoutedConv2d(2 * inner, 1, 1, bias=False)
-        self.output = RoutedConv2d(inner, channels, 1) if batch_norm else ZeroInitConv2d(inner, channels, 1)
-        self.output_norm = ZeroInitBatchNorm2d(channels) if batch_norm else nn.Identity()
+            self.concat_project = nn.Conv2d(2 * inner, 1, 1, bias=False)
+        self.output = nn.Conv2d(inner, channels, 1)
+        self.output_norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
         self.attention_map = AttentionMap()
+        self.init_start_values()
+
+    @torch.no_grad()
+    def init_start_values(self) -> None:
+        """The block starts as the identity: W's batch-norm scale (or W itself) is zero. Queries and keys start soft."""
+        init_zeros_(self.output_norm if isinstance(self.output_norm, nn.BatchNorm2d) else self.output)
+        if self.pairwise_function != "gaussian":
+            init_query_key_(self.theta)
+            init_query_key_(self.phi)
 
     def _keys(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.sub_sample:

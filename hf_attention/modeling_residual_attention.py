@@ -10,10 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_non_negative
+from .checks import check_channels, check_feature_map, check_non_negative, reduced
 from .configuration_residual_attention import ResidualAttentionConfig
-from .feature_map_layers import FeatureAttentionPreTrainedModel, check_channels, check_feature_map, reduced
-from .fused_linear import RoutedConv2d
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 
 
 class PreActivationResidualUnit(nn.Module):
@@ -25,13 +24,13 @@ class PreActivationResidualUnit(nn.Module):
         self.residual = nn.Sequential(
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            RoutedConv2d(channels, width, 1, bias=False),
+            nn.Conv2d(channels, width, 1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
-            RoutedConv2d(width, width, 3, padding=1, bias=False),
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(),
-            RoutedConv2d(width, channels, 1, bias=False),
+            nn.Conv2d(width, channels, 1, bias=False),
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -59,10 +58,10 @@ class SoftMaskBranch(nn.Module):
         self.to_mask = nn.Sequential(
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            RoutedConv2d(channels, channels, 1, bias=False),
+            nn.Conv2d(channels, channels, 1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(),
-            RoutedConv2d(channels, channels, 1),
+            nn.Conv2d(channels, channels, 1),
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

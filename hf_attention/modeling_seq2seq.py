@@ -19,10 +19,9 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, Seq2SeqLMO
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
-from .attention import validate_padding_mask
 from .checks import check_input_ids
 from .configuration_seq2seq import RecurrentSeq2SeqConfig
-from .fused_linear import RoutedLinear
+from .masks import validate_padding_mask
 from .modeling_additive import AdditiveAttention
 from .pretrained import FORWARD_KWARGS, HFAttentionPreTrainedModel, check_labels, resolve_forward_kwargs
 
@@ -135,7 +134,7 @@ class RecurrentSeq2SeqDecoder(nn.Module):
         self.num_layers = config.num_layers
         self.embed_tokens = nn.Embedding(config.vocab_size, config.embedding_size, padding_idx=config.pad_token_id)
         self.dropout = nn.Dropout(config.dropout)
-        self.init_state = RoutedLinear(context_size, config.hidden_size)
+        self.init_state = nn.Linear(context_size, config.hidden_size)
         self.attention = None
         if config.context == "additive":
             self.attention = AdditiveAttention(
@@ -334,7 +333,7 @@ class RecurrentSeq2SeqForConditionalGeneration(RecurrentSeq2SeqPreTrainedModel, 
     def __init__(self, config: RecurrentSeq2SeqConfig):
         super().__init__(config)
         self.model = RecurrentSeq2SeqModel(config)
-        self.lm_head = RoutedLinear(3 * config.hidden_size, config.vocab_size)
+        self.lm_head = nn.Linear(3 * config.hidden_size, config.vocab_size)
         self.post_init()
 
     @classmethod

@@ -10,29 +10,11 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 
+from .checks import check_channels, check_feature_map
 from .configuration_spatial_transformer import SpatialTransformerConfig
-from .feature_map_layers import FeatureAttentionPreTrainedModel, check_channels, check_feature_map
-from .fused_linear import RoutedConv2d, RoutedLinear, routed
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 
 IDENTITY_AFFINE = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-
-
-class IdentityAffineRegressor(RoutedLinear):
-    """Linear layer to the six affine parameters that starts at zero weight and identity bias."""
-
-    def __init__(self, in_features: int):
-        super().__init__(in_features, 6)
-
-    def reset_parameters(self) -> None:
-        nn.init.zeros_(self.weight)
-        with torch.no_grad():
-            self.bias.copy_(torch.tensor(IDENTITY_AFFINE, device=self.bias.device))
-
-    @torch.no_grad()
-    def init_start_values(self) -> None:
-        """Called by `_init_weights` after the generic linear rule: back to the identity transform."""
-        init.zeros_(self.weight)
-        init.copy_(self.bias, torch.tensor(IDENTITY_AFFINE, device=self.bias.device))
 
 
 class SpatialTransformer(nn.Module):
@@ -58,15 +40,22 @@ class SpatialTransformer(nn.Module):
         )
         self.channels = channels
         self.localisation = nn.Sequential(
-            RoutedConv2d(channels, localisation_channels, 3, padding=1),
+            nn.Conv2d(channels, localisation_channels, 3, padding=1),
             nn.ReLU(inplace=True),
-            RoutedConv2d(localisation_channels, localisation_channels, 3, padding=1),
+            nn.Conv2d(localisation_channels, localisation_channels, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.AdaptiveAvgPool2d(pooled_size),
             nn.Flatten(),
         )
-        self.fc = RoutedLinear(localisation_channels * pooled_size**2, hidden_size)
-        self.theta = IdentityAffineRegressor(hidden_size)
+        self.fc = nn.Linear(localisation_channels * pooled_size**2, hidden_size)
+        self.theta = nn.Linear(hidden_size, 6)  # the affine parameters
+        self.init_start_values()
+
+    @torch.no_grad()
+    def init_start_values(self) -> None:
+        """The regressor starts at zero weight and identity bias: an untrained transformer returns its input."""
+        init.zeros_(self.theta.weight)
+        init.copy_(self.theta.bias, torch.tensor(IDENTITY_AFFINE, device=self.theta.bias.device))
 
     def affine_transform(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """The (batch, 2, 3) affine matrices, in the normalised [-1, 1] coordinates of `affine_grid`."""
@@ -79,7 +68,7 @@ class SpatialTransformer(nn.Module):
             return hidden_states.clone()
         theta = self.affine_transform(hidden_states)
         # align_corners=False samples pixel centres, so the identity transform reproduces the input exactly
-        grid = routed(F.affine_grid, theta.to(hidden_states.dtype), size=list(hidden_states.shape), align_corners=False)
+        grid = F.affine_grid(theta.to(hidden_states.dtype), size=list(hidden_states.shape), align_corners=False)
         return F.grid_sample(hidden_states, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -99,4 +88,4 @@ class SpatialTransformerModel(FeatureAttentionPreTrainedModel):
         )
 
 
-__all__ = ["IdentityAffineRegressor", "SpatialTransformer", "SpatialTransformerModel"]
+__all__ = ["SpatialTransformer", "SpatialTransformerModel"]

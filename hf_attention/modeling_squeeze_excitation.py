@@ -8,17 +8,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import check_channels, check_feature_map, check_reduction, reduced
 from .configuration_squeeze_excitation import BOTTLENECK_EXPANSION, SqueezeExcitationConfig
-from .feature_map_layers import (
-    BasicResidualBlock,
-    BottleneckResidualBlock,
-    FeatureAttentionPreTrainedModel,
-    check_channels,
-    check_feature_map,
-    check_reduction,
-    reduced,
-)
-from .fused_linear import RoutedLinear
+from .feature_map_pretrained import FeatureAttentionPreTrainedModel
+from .residual_blocks import BasicResidualBlock, BottleneckResidualBlock
 
 
 class SqueezeExcitation(nn.Module):
@@ -34,8 +27,8 @@ class SqueezeExcitation(nn.Module):
         check_channels(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
-        self.fc1 = RoutedLinear(channels, reduced(channels, reduction))
-        self.fc2 = RoutedLinear(reduced(channels, reduction), channels)
+        self.fc1 = nn.Linear(channels, reduced(channels, reduction))
+        self.fc2 = nn.Linear(reduced(channels, reduction), channels)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         check_feature_map(hidden_states, self.channels, type(self).__name__)

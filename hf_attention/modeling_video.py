@@ -17,7 +17,6 @@ import torch
 from einops import rearrange
 from torch import nn
 from transformers import initialization as init
-from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.processing_utils import Unpack
@@ -25,57 +24,32 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import MultiHeadAttention, dot_product_attention
+from .attention import MultiHeadAttention
 from .checks import check_input_ids, check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
-from .fused_linear import FeedForward, RoutedConv2d, RoutedLinear, apply_linear, matmul
+from .layers import FeedForward, contrastive_loss, drop_path
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 VIDEO_LAYOUT = "(batch, frames, channels, height, width)"
 
 
-def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a whole residual branch per sample, rescaling the survivors."""
-    if drop_prob == 0.0 or not training:
-        return hidden_states
-    keep_prob = 1.0 - drop_prob
-    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.dim() - 1)
-    keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
-    return hidden_states * keep / keep_prob
-
-
 class IntraFrameAttention(MultiHeadAttention):
-    """Self-attention inside every frame (fused q/k/v), all frames of a clip in one call.
+    """Self-attention inside every frame, all frames of a clip in one call.
 
-    Frames join the batch, (batch * frames, heads, tokens, head_dim): attention never crosses frames, and the
-    backend's (batch * frames, tokens, heads, head_dim) output is already (batch, frames, tokens, width) in memory,
-    so no copy brings it back. The maps come out (batch, frames * heads, tokens, tokens), frame-major
-    (`maps.unflatten(1, (frames, heads))` separates them), a view of the backend's. Forward takes and returns
-    (batch, frames, tokens, width).
+    Frames join the batch, so attention never crosses frames. Forward takes and returns (batch, frames, tokens,
+    width); the maps come out (batch, frames * heads, tokens, tokens), frame-major (`maps.unflatten(1, (frames,
+    heads))` separates them).
     """
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs):
         num_frames = hidden_states.shape[1]  # not the batch size, which may be 0
-        qkv = rearrange(
-            apply_linear(hidden_states, self.qkv_proj),
-            "b f n (three h d) -> three (b f) h n d",
-            three=3,
-            h=self.num_heads,
-        )
-        output, probs = dot_product_attention(
-            self,
-            *qkv.unbind(0),
-            None,
-            self.current_implementation(),
-            scaling=self.scaling,
-            dropout=self.dropout if self.training else 0.0,
-            output_attentions=output_attentions,
-            **kwargs,
+        output, probs = super().forward(
+            hidden_states.flatten(0, 1), output_attentions=output_attentions, **kwargs
         )
         if probs is not None:
             probs = rearrange(probs, "(b f) h n m -> b (f h) n m", f=num_frames)
-        return apply_linear(rearrange(output, "(b f) n h d -> b f n (h d)", f=num_frames), self.out_proj), probs
+        return output.unflatten(0, (-1, num_frames)), probs
 
 
 class CrossFrameAttentionLayer(GradientCheckpointingLayer):
@@ -112,9 +86,9 @@ class CrossFrameAttentionLayer(GradientCheckpointingLayer):
         config=None,
     ):
         super().__init__()
-        attention = dict(dropout=attention_dropout, fused_qkv=True, attn_implementation=attn_implementation)
+        attention = dict(dropout=attention_dropout, attn_implementation=attn_implementation)
         if cross_frame:
-            self.message_fc = RoutedLinear(hidden_size, hidden_size)
+            self.message_fc = nn.Linear(hidden_size, hidden_size)
             self.message_ln = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
             self.message_attn = MultiHeadAttention(hidden_size, num_heads, **attention, config=config)
         self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
@@ -134,7 +108,7 @@ class CrossFrameAttentionLayer(GradientCheckpointingLayer):
             )
         num_tokens = hidden_states.shape[2]
         if self.cross_frame:
-            messages = apply_linear(hidden_states[:, :, 0], self.message_fc)
+            messages = self.message_fc(hidden_states[:, :, 0])
             attended, _ = self.message_attn(self.message_ln(messages), **kwargs)
             messages = messages + drop_path(attended, self.drop_path_rate, self.training)
             hidden_states = torch.cat([hidden_states, messages[:, :, None]], dim=2)
@@ -233,16 +207,12 @@ class VideoSpecificPromptGeneratorLayer(nn.Module):
         )
         self.projection_dropout = nn.Dropout(projection_dropout)
         self.norm3 = nn.LayerNorm(embed_dim, eps=layer_norm_eps)
-        fc1, fc2 = RoutedLinear(embed_dim, 4 * embed_dim), RoutedLinear(4 * embed_dim, embed_dim)
-        self.mlp = nn.ModuleDict(dict(fc1=fc1, fc2=fc2))
-        self.activation = ACT2FN[hidden_act]
-        self.mlp_dropout = nn.Dropout(attention_dropout)
+        self.mlp = FeedForward(embed_dim, 4 * embed_dim, hidden_act, dropout=attention_dropout)
 
     def forward(self, texts: torch.Tensor, visual: torch.Tensor, **kwargs) -> torch.Tensor:
         attended, _ = self.cross_attn(self.norm1(texts), key_value_states=visual, **kwargs)
         texts = texts + self.projection_dropout(attended)
-        hidden = self.mlp_dropout(apply_linear(self.norm3(texts), self.mlp["fc1"], self.activation))
-        return texts + apply_linear(hidden, self.mlp["fc2"])
+        return texts + self.mlp(self.norm3(texts))
 
 
 class VideoSpecificPromptGenerator(nn.Module):
@@ -299,7 +269,7 @@ class VideoTransformerEmbeddings(nn.Module):
         super().__init__()
         self.image_size, self.patch_size = config.image_size, config.patch_size
         self.grid_size = config.image_size // config.patch_size
-        self.patch_embedding = RoutedConv2d(
+        self.patch_embedding = nn.Conv2d(
             config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size, bias=False
         )
         self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
@@ -396,29 +366,31 @@ def init_x_clip_weights(
         init.normal_(module.class_embedding, std=module.class_embedding.shape[0] ** -0.5 * factor)
         init.normal_(module.patch_embedding.weight, std=initializer_range * factor)
         init.normal_(module.position_embedding, std=position_std or initializer_range * factor)
-    elif isinstance(module, MultiHeadAttention) and module.fused_qkv:
-        init_clip_attention(module, num_layers, factor)
-    elif isinstance(module, FeedForward):
-        init_clip_mlp(module.fc1, module.fc2, num_layers, factor)
+    elif isinstance(module, CrossFrameAttentionLayer):
+        for attention in (module.self_attn, getattr(module, "message_attn", None)):
+            if attention is not None:
+                init_clip_attention(attention, num_layers, factor)
+        init_clip_mlp(module.mlp, num_layers, factor)
     elif isinstance(module, MultiFrameIntegrationTransformer):
         init.normal_(module.position_embedding, std=factor)
         for block in module.layers:  # X-CLIP scales the MIT's blocks by the MIT's own depth
-            init_clip_attention(block.attn, len(module.layers), factor)
-            init_clip_mlp(block.mlp.c_fc, block.mlp.c_proj, len(module.layers), factor)
+            init_clip_attention(block.self_attn, len(module.layers), factor)
+            init_clip_mlp(block.mlp, len(module.layers), factor)
     elif isinstance(module, VideoSpecificPromptGenerator):
         init.constant_(module.alpha, module.initial_alpha)
 
 
 def init_clip_attention(attention: MultiHeadAttention, num_layers: int, factor: float) -> None:
-    width = attention.qkv_proj.in_features
-    init.normal_(attention.qkv_proj.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
+    width = attention.q_proj.in_features
+    for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
+        init.normal_(projection.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
     init.normal_(attention.out_proj.weight, std=width**-0.5 * factor)
 
 
-def init_clip_mlp(fc1: nn.Linear, fc2: nn.Linear, num_layers: int, factor: float) -> None:
-    width = fc1.in_features
-    init.normal_(fc1.weight, std=(2 * width) ** -0.5 * factor)
-    init.normal_(fc2.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
+def init_clip_mlp(mlp: FeedForward, num_layers: int, factor: float) -> None:
+    width = mlp.fc1.in_features
+    init.normal_(mlp.fc1.weight, std=(2 * width) ** -0.5 * factor)
+    init.normal_(mlp.fc2.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
 
 
 class VideoTransformerPreTrainedModel(HFAttentionPreTrainedModel):
@@ -489,7 +461,7 @@ class VideoTransformerModel(VideoTransformerPreTrainedModel):
         self.post_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.visual_projection = None
         if config.projection_dim is not None:
-            self.visual_projection = RoutedLinear(config.hidden_size, config.projection_dim, bias=False)
+            self.visual_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
         self.mit = None
         if config.video_pooling == "mit":
             self.mit = MultiFrameIntegrationTransformer(
@@ -544,7 +516,7 @@ class VideoTransformerModel(VideoTransformerPreTrainedModel):
             hidden_states = layer(hidden_states, **kwargs)
         frame_embeds = self.post_layernorm(hidden_states[:, :, 0])
         if self.visual_projection is not None:
-            frame_embeds = apply_linear(frame_embeds, self.visual_projection)
+            frame_embeds = self.visual_projection(frame_embeds)
         if self.mit is None:
             video_embeds = frame_embeds.mean(dim=1)
         else:
@@ -565,7 +537,7 @@ class VideoTransformerForVideoClassification(VideoTransformerPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.video_model = VideoTransformerModel(config)
-        self.classifier = RoutedLinear(config.embed_dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(config.embed_dim, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple
@@ -581,7 +553,7 @@ class VideoTransformerForVideoClassification(VideoTransformerPreTrainedModel):
             Class indices (single-label), multi-hot targets (multi-label) or values (regression).
         """
         outputs = self.video_model(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        logits = apply_linear(outputs.pooler_output, self.classifier)
+        logits = self.classifier(outputs.pooler_output)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)
@@ -719,10 +691,10 @@ class VideoTextTransformerPreTrainedModel(HFAttentionPreTrainedModel):
         elif isinstance(module, CLIPTextTower):
             init.normal_(module.token_embedding.weight, std=0.02 * config.initializer_factor)
             init.normal_(module.position_embedding.weight, std=0.02 * config.initializer_factor)
-            blocks = module.transformer.resblocks  # a model of its own, initialised by its own rule until here
+            blocks = module.transformer.layers  # a model of its own, initialised by its own rule until here
             for block in blocks:
-                init_clip_attention(block.attn, len(blocks), config.initializer_factor)
-                init_clip_mlp(block.mlp.c_fc, block.mlp.c_proj, len(blocks), config.initializer_factor)
+                init_clip_attention(block.self_attn, len(blocks), config.initializer_factor)
+                init_clip_mlp(block.mlp, len(blocks), config.initializer_factor)
         elif isinstance(module, VideoTextTransformerModel):
             text_width = config.text_config.hidden_size
             init.normal_(module.text_projection.weight, std=text_width**-0.5 * config.initializer_factor)
@@ -738,7 +710,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         video, embed_dim = config.video_config, config.projection_dim
         self.video_model = VideoTransformerModel(video)
         self.text_model = CLIPTextTower(config)
-        self.text_projection = RoutedLinear(config.text_config.hidden_size, embed_dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, embed_dim, bias=False)
         self.prompts_visual_layernorm = nn.LayerNorm(video.hidden_size, eps=video.layer_norm_eps)
         self.prompts_visual_projection = nn.Parameter(torch.empty(video.hidden_size, embed_dim))
         self.prompts_generator = VideoSpecificPromptGenerator(
@@ -777,13 +749,13 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         before the video-specific prompt (which needs a video)."""
         kwargs = resolve_forward_kwargs(self, kwargs)
         outputs = self.text_model(input_ids, attention_mask, **kwargs)
-        outputs.pooler_output = apply_linear(outputs.pooler_output, self.text_projection)
+        outputs.pooler_output = self.text_projection(outputs.pooler_output)
         return outputs
 
     def visual_prompt_tokens(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
         """The patch tokens the prompt generator attends to: normed, projected, averaged over frames."""
         patches = self.prompts_visual_layernorm(last_hidden_state[:, :, 1:])
-        return matmul(patches, self.prompts_visual_projection).mean(dim=1)
+        return torch.matmul(patches, self.prompts_visual_projection).mean(dim=1)
 
     @can_return_tuple
     def forward(
@@ -823,7 +795,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         if attention_mask is not None:  # a text with no real token matches nothing
             has_tokens = (attention_mask != 0).any(dim=-1)
             text_embeds = torch.where(has_tokens[None, :, None], text_embeds, 0.0)
-        logits_per_video = matmul(self.logit_scale.exp() * text_embeds, video_embeds[:, :, None])[..., 0]
+        logits_per_video = torch.matmul(self.logit_scale.exp() * text_embeds, video_embeds[:, :, None])[..., 0]
         loss = self.video_text_loss(logits_per_video, labels, return_loss)
         return VideoTextTransformerOutput(
             loss=loss,
@@ -862,9 +834,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
                 f"many texts as videos, got {num_texts} texts for {batch_size} videos. To score videos against K "
                 "class texts, pass labels (batch_size,) with each video's text index."
             )
-        targets = torch.arange(batch_size, device=logits_per_video.device)
-        logits = logits_per_video.float()
-        return (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)) / 2
+        return contrastive_loss(logits_per_video, "video", "text")
 
 
 __all__ = [

@@ -17,7 +17,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .checks import check_pixel_values
 from .configuration_vit import VisionTransformerConfig, as_pair
-from .fused_linear import FeedForward, RoutedConv2d, RoutedLinear, apply_linear
+from .layers import FeedForward, drop_path
 from .modeling_linformer import LinformerSelfAttention, init_sequence_projections
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
@@ -31,7 +31,7 @@ class VisionTransformerPatchEmbeddings(nn.Module):
         self.patch_size = as_pair(config.patch_size)
         self.grid_size = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.num_channels = config.num_channels
-        self.projection = RoutedConv2d(
+        self.projection = nn.Conv2d(
             config.num_channels, config.hidden_size, kernel_size=self.patch_size, stride=self.patch_size
         )
 
@@ -87,15 +87,6 @@ class VisionTransformerEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
-def drop_path(hidden_states: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a whole residual branch per sample, rescaling the survivors."""
-    if drop_prob == 0.0 or not training:
-        return hidden_states
-    keep_prob = 1.0 - drop_prob
-    shape = (hidden_states.shape[0],) + (1,) * (hidden_states.dim() - 1)
-    keep = hidden_states.new_empty(shape).bernoulli_(keep_prob)
-    return hidden_states * keep / keep_prob
-
 
 class VisionTransformerLayer(GradientCheckpointingLayer):
     """Pre-norm encoder layer: x + attention(norm(x)), then x + mlp(norm(x))."""
@@ -128,7 +119,6 @@ class VisionTransformerLayer(GradientCheckpointingLayer):
             config.num_attention_heads,
             dropout=config.attention_probs_dropout_prob,
             bias=config.qkv_bias,
-            fused_qkv=True,  # one matmul instead of three: the main reason this layer outruns transformers' ViT
             config=config,
         )
 
@@ -226,7 +216,7 @@ class VisionTransformerForImageClassification(VisionTransformerPreTrainedModel):
         self.num_labels = config.num_labels
         self.vit = VisionTransformerModel(config)
         num_labels = config.num_labels
-        self.classifier = RoutedLinear(config.hidden_size, num_labels) if num_labels > 0 else nn.Identity()
+        self.classifier = nn.Linear(config.hidden_size, num_labels) if num_labels > 0 else nn.Identity()
         self.post_init()
 
     @can_return_tuple
@@ -242,7 +232,7 @@ class VisionTransformerForImageClassification(VisionTransformerPreTrainedModel):
             Class indices (single-label), multi-hot targets (multi-label) or values (regression).
         """
         outputs = self.vit(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        logits = apply_linear(outputs.pooler_output, self.classifier)
+        logits = self.classifier(outputs.pooler_output)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)

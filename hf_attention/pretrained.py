@@ -92,7 +92,7 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
     # --- saving ---------------------------------------------------------------------------------------------------
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, atomic, with the code and `auto_map` in the folder.
+        """`PreTrainedModel.save_pretrained`, atomic, with the code and `auto_map` in the folder, in the current layout.
 
         Everything is written into a temporary folder beside the target and moved into place only once all of it
         is written, so a failure half-way (disk full, permissions) leaves the previous checkpoint loadable and
@@ -103,6 +103,9 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(f"Cannot save the model into {target}: it is a file, not a folder.")
         hub_options = {name: kwargs.pop(name) for name in HUB_OPTIONS if name in kwargs}
+        # transformers would write the layout a checkpoint was loaded from (or, for a model built here, the oldest one
+        # it can convert from): ours is always the current layout; `save_original_format=True` writes the old one
+        kwargs.setdefault("save_original_format", False)
         if not is_main_process:
             return super().save_pretrained(target, *args, is_main_process=False, **kwargs)
         target.mkdir(parents=True, exist_ok=True)

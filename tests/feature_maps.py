@@ -2,20 +2,17 @@
 
 import torch
 
-from hf_attention.feature_map_layers import ZeroInitBatchNorm2d, ZeroInitConv2d
-from hf_attention.modeling_spatial_transformer import IdentityAffineRegressor
-
 CHANNELS = 8
 
 
 def identity_start_parameters(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """The parameters that start at zero so a fresh block is the identity: gammas, zero-initialised branch ends and
-    the STN regressor's weight."""
-    found = {name: parameter for name, parameter in module.named_parameters() if name.endswith("gamma")}
-    for name, submodule in module.named_modules():
-        if isinstance(submodule, (IdentityAffineRegressor, ZeroInitBatchNorm2d, ZeroInitConv2d)):
-            found[f"{name}.weight" if name else "weight"] = submodule.weight
-    return found
+    the STN regressor's weight (biases, zero in most layers, are left out)."""
+    return {
+        name: parameter
+        for name, parameter in module.named_parameters()
+        if not name.endswith("bias") and parameter.numel() and not parameter.any()
+    }
 
 
 def leave_the_identity(module: torch.nn.Module) -> None:

@@ -23,7 +23,7 @@ def test_two_cpu_processes_train_and_the_main_process_saves_one_model(tmp_path):
     output_dir = tmp_path / "vit"
     command = [
         ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-        "--dynamo_backend", "no", "-m", "hf_attention.cli", "train", "vit", "--epochs", "1", "--train-size", "64",
+        "--dynamo_backend", "no", "-m", "hf_attention.apps.cli", "train", "vit", "--epochs", "1", "--train-size", "64",
         "--batch-size", "16", "--num-layers", "1", "--hidden-size", "32", "--mlp-size", "64", "--output-dir",
         str(output_dir),
     ]  # fmt: skip

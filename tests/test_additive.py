@@ -6,7 +6,7 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from padding_checks import MASK_IDS, bad_masks
 
 from hf_attention import AdditiveAttention, AdditiveAttentionConfig, AdditiveAttentionModel
-from hf_attention.attention import masked_softmax
+from hf_attention.masks import masked_softmax
 
 
 def lengths_mask(lengths: list[int], max_length: int) -> torch.Tensor:

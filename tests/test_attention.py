@@ -3,12 +3,9 @@
 import pytest
 import torch
 from conftest import BACKENDS
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.profiler import ProfilerActivity, profile
 from transformers import AttentionInterface
 
-from hf_attention import MultiHeadAttention, build_attention_mask, fused_linear
-from hf_attention import attention as attention_module
+from hf_attention import MultiHeadAttention, build_attention_mask
 from hf_attention.attention import eager_attention_forward
 
 
@@ -57,7 +54,7 @@ def test_every_backend_gives_the_same_self_attention(is_causal):
     mask = torch.ones(3, 6, dtype=torch.bool)
     mask[0, :2] = False  # left padding: under a causal mask the first two queries see no key at all
     mask[1, 5:] = False
-    attention = MultiHeadAttention(16, 4, fused_qkv=True, is_causal=is_causal).eval()
+    attention = MultiHeadAttention(16, 4, is_causal=is_causal).eval()
     results = {}
     for implementation in BACKENDS:
         attention.attn_implementation = implementation
@@ -72,9 +69,15 @@ def test_every_backend_gives_the_same_self_attention(is_causal):
 @torch.no_grad()
 def test_matches_torch_multihead_attention_on_unpadded_rows():
     torch_attention = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
-    ours = MultiHeadAttention(16, 4, fused_qkv=True).eval()
-    ours.qkv_proj.weight.copy_(torch_attention.in_proj_weight)
-    ours.qkv_proj.bias.copy_(torch_attention.in_proj_bias)
+    ours = MultiHeadAttention(16, 4).eval()
+    for projection, weight, bias in zip(
+        (ours.q_proj, ours.k_proj, ours.v_proj),
+        torch_attention.in_proj_weight.chunk(3),
+        torch_attention.in_proj_bias.chunk(3),
+        strict=True,
+    ):
+        projection.weight.copy_(weight)
+        projection.bias.copy_(bias)
     ours.out_proj.load_state_dict(torch_attention.out_proj.state_dict())
     hidden = torch.randn(2, 5, 16)
     keep = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
@@ -222,137 +225,3 @@ def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
     assert mask.backend_mask.tolist() == [[True, True, False], [True, True, True]]
     # ...and its outputs are zeroed afterwards, like every padded query's
     assert mask.query_keeps.tolist() == [[True, True, False], [False, False, False]]
-
-
-@pytest.fixture
-def cpu_without_amx(monkeypatch):
-    """The CPU "sdpa" runs eagerly on in bfloat16 (AVX-512 bf16, no AMX), whatever CPU runs the test."""
-    monkeypatch.setattr(fused_linear, "CPU_BF16_DOT_PRODUCT_UNITS", "avx512")
-
-
-@pytest.fixture
-def cpu_with_amx(monkeypatch):
-    """A CPU with AMX tiles, on which "sdpa" in bfloat16 runs eagerly for short training only."""
-    monkeypatch.setattr(fused_linear, "CPU_BF16_DOT_PRODUCT_UNITS", "amx")
-
-
-def kernel_counts(step) -> dict[str, int]:
-    with profile(activities=[ProfilerActivity.CPU]) as trace:
-        step()
-    return {event.key: event.count for event in trace.key_averages()}
-
-
-def padded_causal_attention(dtype):
-    hidden = torch.randn(3, 6, 16).to(dtype)
-    mask = torch.ones(3, 6, dtype=torch.bool)
-    mask[0, :2] = False  # under the causal mask its first two queries see no key at all
-    mask[1, 4:] = False
-    attention = MultiHeadAttention(16, 4, fused_qkv=True, is_causal=True).to(dtype)
-    return attention, hidden, mask
-
-
-def test_bf16_sdpa_runs_eagerly_where_the_cpu_flash_kernel_is_slower(cpu_without_amx):
-    attention, hidden, mask = padded_causal_attention(torch.bfloat16)
-    with torch.no_grad():
-        counts = kernel_counts(lambda: attention(hidden, attention_mask=mask))
-        routed = attention(hidden, attention_mask=mask)[0]
-        attention.attn_implementation = "eager"
-        eager = attention(hidden, attention_mask=mask)[0]
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in counts
-    assert counts["aten::_softmax"] == 1
-    assert torch.equal(routed, eager)
-    assert routed[0, :2].abs().max() == 0 and routed[1, 4:].abs().max() == 0 and not routed.isnan().any()
-
-    float_attention, float_hidden, _ = padded_causal_attention(torch.float32)
-    float_attention.load_state_dict(attention.state_dict())
-    with torch.no_grad():
-        expected = float_attention(hidden.float(), attention_mask=mask)[0]
-    torch.testing.assert_close(routed.float(), expected, atol=2e-2, rtol=2e-2)
-
-
-def test_bf16_sdpa_trains_eagerly_with_eager_s_gradients(cpu_without_amx):
-    attention, hidden, mask = padded_causal_attention(torch.bfloat16)
-    gradients = {}
-    for implementation in ("sdpa", "eager"):
-        attention.attn_implementation = implementation
-        attention.zero_grad()
-        attention(hidden, attention_mask=mask)[0].float().square().sum().backward()
-        gradients[implementation] = attention.qkv_proj.weight.grad.clone()
-    assert gradients["sdpa"].abs().max() > 0
-    assert torch.equal(gradients["sdpa"], gradients["eager"])
-
-
-def test_sdpa_keeps_pytorch_s_kernels_where_eager_attention_does_not_win(cpu_without_amx, monkeypatch):
-    query = key = torch.randn(2, 4, 8, 16, dtype=torch.bfloat16)
-    outruns = attention_module._eager_outruns_cpu_sdpa
-    assert outruns(query, key, key, "sdpa")
-    assert not outruns(query, key, key, "flex_attention") and not outruns(query.half(), key.half(), key.half(), "sdpa")
-    assert not outruns(query.float(), key.float(), key.float(), "sdpa")
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # the user asked for PyTorch's flash kernel only
-        assert not outruns(query, key, key, "sdpa")
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
-        assert outruns(query, key, key, "sdpa")
-    side = int(attention_module.EAGER_SCORES_LIMIT**0.5) + 1  # one (side x side) score matrix over the limit
-    long_query = torch.empty(1, 1, side, 1, dtype=torch.bfloat16)
-    assert not outruns(long_query, long_query, long_query, "sdpa")
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    assert not outruns(query, key, key, "sdpa")
-
-
-def test_with_amx_only_short_bf16_training_runs_eagerly(cpu_with_amx):
-    outruns = attention_module._eager_outruns_cpu_sdpa
-    frozen = torch.randn(2, 4, 8, 16, dtype=torch.bfloat16)
-    trained = frozen.clone().requires_grad_()
-    assert not outruns(frozen, frozen, frozen, "sdpa")  # inference: the kernel runs on the tiles
-    assert outruns(frozen, frozen, trained, "sdpa")  # a gradient to any of the three: its backward is slow
-    with torch.no_grad():
-        assert not outruns(trained, trained, trained, "sdpa")
-    limit = attention_module.AMX_EAGER_TRAINING_MAX_KEYS
-    keys = torch.empty(1, 1, limit, 1, dtype=torch.bfloat16, requires_grad=True)
-    assert outruns(keys[..., :1, :], keys, keys, "sdpa")
-    more_keys = torch.empty(1, 1, limit + 1, 1, dtype=torch.bfloat16, requires_grad=True)
-    assert not outruns(more_keys[..., :1, :], more_keys, more_keys, "sdpa")
-    rows = attention_module.AMX_EAGER_TRAINING_MAX_SCORES // limit + 1  # queries x keys just over the score limit
-    many_queries = torch.empty(1, 1, rows, 1, dtype=torch.bfloat16, requires_grad=True)
-    assert not outruns(many_queries, keys, keys, "sdpa")
-
-
-def test_bf16_sdpa_trains_eagerly_with_amx_and_infers_on_the_kernel(cpu_with_amx):
-    attention, hidden, mask = padded_causal_attention(torch.bfloat16)
-    counts = kernel_counts(lambda: attention(hidden, attention_mask=mask)[0].float().sum().backward())
-    assert "aten::_scaled_dot_product_flash_attention_for_cpu" not in counts and counts["aten::_softmax"] == 1
-    trained = attention.qkv_proj.weight.grad.clone()
-    attention.zero_grad()
-    attention.attn_implementation = "eager"
-    attention(hidden, attention_mask=mask)[0].float().sum().backward()
-    assert trained.abs().max() > 0 and torch.equal(trained, attention.qkv_proj.weight.grad)
-    attention.attn_implementation = "sdpa"
-    with torch.no_grad():
-        counts = kernel_counts(lambda: attention(hidden, attention_mask=mask))
-    assert counts["aten::_scaled_dot_product_flash_attention_for_cpu"] == 1
-
-
-def test_the_cpu_softmax_overwrites_scores_only_where_no_gradient_flows():
-    scores = (torch.randn(4, 9, 9) * 6).to(torch.bfloat16)
-    expected = torch.softmax(scores.float(), dim=-1)
-    with torch.no_grad():
-        buffer = scores.clone()
-        probs = attention_module._softmax_of_scores(buffer, torch.bfloat16)
-    assert probs.data_ptr() == buffer.data_ptr()
-    torch.testing.assert_close(probs.float(), expected, rtol=2**-7, atol=1e-30)  # one bf16 rounding
-    trained = scores.clone().requires_grad_()
-    trained_probs = attention_module._softmax_of_scores(trained, torch.bfloat16)
-    assert trained_probs.data_ptr() != trained.data_ptr() and trained_probs.grad_fn is not None
-    assert torch.equal(trained_probs, probs)  # training and inference share one kernel, so one forward
-
-
-def test_bf16_training_softmax_keeps_no_float32_copy_and_its_gradient_is_a_bf16_one():
-    scores = (torch.randn(6, 33, 33, dtype=torch.float64) * 4).to(torch.bfloat16).requires_grad_()
-    output_gradient = torch.randn(6, 33, 33).to(torch.bfloat16)
-    softmax = attention_module._softmax_of_scores
-    counts = kernel_counts(lambda: softmax(scores, torch.bfloat16).backward(output_gradient))
-    assert "aten::_to_copy" not in counts and counts["aten::_softmax_backward_data"] == 1
-    exact = scores.detach().double().requires_grad_()
-    torch.softmax(exact, dim=-1).backward(output_gradient.double())
-    largest = exact.grad.abs().max()
-    torch.testing.assert_close(scores.grad.double(), exact.grad, rtol=0, atol=2**-6 * largest)  # bf16 roundings

@@ -19,7 +19,7 @@ from hf_attention import (
     SpatialTransformer,
     SqueezeExcitation,
 )
-from hf_attention.cli import build_parser, main
+from hf_attention.apps.cli import build_parser, main
 from hf_attention.configuration_attention_cnn import ATTENTION_CNN_TYPES
 
 BLOCK_CLASSES = {

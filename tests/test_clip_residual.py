@@ -5,7 +5,6 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from padding_checks import MASK_IDS, bad_masks, keep_first
-from torch import nn
 from transformers import CLIPTextConfig, CLIPVisionConfig
 from transformers.models.clip.modeling_clip import CLIPEncoder, CLIPEncoderLayer
 
@@ -15,7 +14,6 @@ from hf_attention import (
     CLIPResidualTransformerModel,
     from_transformers,
 )
-from hf_attention.modeling_clip_residual import CLIPResidualMLP
 
 
 def clip_reference_config(config_class, **overrides):
@@ -39,8 +37,8 @@ def test_clip_block_matches_transformers_clip_encoder_layer(is_causal, implement
     config_class = CLIPTextConfig if is_causal else CLIPVisionConfig
     reference = CLIPEncoderLayer(clip_reference_config(config_class)).eval()
     block = from_transformers(reference)
-    assert type(block) is CLIPResidualAttentionBlock and block.attn.is_causal == is_causal
-    block.attn.attn_implementation = implementation
+    assert type(block) is CLIPResidualAttentionBlock and block.self_attn.is_causal == is_causal
+    block.self_attn.attn_implementation = implementation
     hidden = torch.randn(2, 7, 16)
     mask = causal_additive_mask(7) if is_causal else None
     torch.testing.assert_close(block(hidden), reference(hidden, mask), atol=1e-5, rtol=1e-5)
@@ -67,12 +65,12 @@ def test_clip_text_encoder_converts_into_a_causal_stack_with_the_same_hidden_sta
 def test_clip_block_is_the_seed_formula_with_quick_gelu():
     block = CLIPResidualAttentionBlock(16, 4, attn_implementation="eager").eval()
     hidden = torch.randn(2, 5, 16)
-    attended = block.attn(block.ln_1(hidden))[0]
+    attended = block.self_attn(block.layer_norm1(hidden))[0]
     middle = hidden + attended
-    fc = block.mlp.c_fc(block.ln_2(middle))
-    expected = middle + block.mlp.c_proj(fc * torch.sigmoid(1.702 * fc))
+    fc = block.mlp.fc1(block.layer_norm2(middle))
+    expected = middle + block.mlp.fc2(fc * torch.sigmoid(1.702 * fc))
     torch.testing.assert_close(block(hidden), expected, atol=1e-6, rtol=1e-6)
-    assert block.mlp.c_fc.out_features == 64, "the MLP widens 4x by default, as in CLIP"
+    assert block.mlp.fc1.out_features == 64, "the MLP widens 4x by default, as in CLIP"
 
 
 def causal_stack() -> CLIPResidualTransformerModel:
@@ -94,41 +92,6 @@ def test_padding_hides_padded_tokens_the_mask_is_causal_and_nan_in_padding_stays
     poisoned[1, 3:] = float("nan")
     got = model(poisoned, keep).last_hidden_state
     torch.testing.assert_close(got[1, :3], output.last_hidden_state[1, :3], atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-6), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("shape", [(2, 3, 5, 16), (7, 16), (0, 4, 16)])
-def test_fused_quick_gelu_mlp_has_the_values_and_gradients_of_the_three_pass_formula(shape, dtype, tolerance):
-    torch.manual_seed(0)
-    mlp = CLIPResidualMLP(16, 64, "quick_gelu").to(dtype)
-    hidden = torch.randn(shape, dtype=dtype, requires_grad=True)
-
-    def formula(x):  # CLIP's QuickGELU as the paper writes it
-        inner = mlp.c_fc(x)
-        return mlp.c_proj(inner * torch.sigmoid(1.702 * inner))
-
-    got, expected = mlp(hidden), formula(hidden)
-    assert got.shape == shape and got.dtype == dtype
-    torch.testing.assert_close(got, expected, atol=tolerance, rtol=tolerance)
-    weights = torch.randn_like(got)
-    grads = torch.autograd.grad((got * weights).sum(), [hidden, mlp.c_fc.weight, mlp.c_proj.bias])
-    expected_grads = torch.autograd.grad((expected * weights).sum(), [hidden, mlp.c_fc.weight, mlp.c_proj.bias])
-    for grad, expected_grad in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(grad, expected_grad, atol=tolerance * 10, rtol=tolerance)
-
-
-def test_the_fused_mlp_goes_through_layers_that_are_wrapped_or_hooked():
-    torch.manual_seed(0)
-    mlp, hidden = CLIPResidualMLP(16, 64, "quick_gelu"), torch.randn(3, 16)
-    plain = mlp(hidden)
-    handle = mlp.c_fc.register_forward_hook(lambda module, inputs, output: output + 1.0)  # as an adapter would
-    inner = mlp.c_fc(hidden)
-    torch.testing.assert_close(mlp(hidden), mlp.c_proj(inner * torch.sigmoid(1.702 * inner)))
-    handle.remove()
-    mlp.c_proj.forward = lambda x: nn.functional.linear(x, mlp.c_proj.weight, mlp.c_proj.bias) * 2.0  # accelerate-style
-    torch.testing.assert_close(mlp(hidden), plain * 2.0, atol=1e-6, rtol=1e-6)
-    with pytest.raises(RuntimeError, match=r"mat1 and mat2 shapes cannot be multiplied \(3x8 and 16x64\)"):
-        CLIPResidualMLP(16, 64, "quick_gelu")(torch.randn(3, 8))
 
 
 @pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 5), ids=MASK_IDS)

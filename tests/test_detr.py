@@ -260,4 +260,4 @@ def test_nan_in_padded_pixels_never_reaches_the_object_embeddings(implementation
 def test_config_is_an_encoder_decoder_and_takes_detrs_name_for_the_activation():
     config = DETRTransformerConfig.tiny(activation_function="gelu")  # transformers' DetrConfig name, ours before
     assert config.is_encoder_decoder and config.hidden_act == "gelu"
-    assert DETRTransformerModel(config).encoder.layers[0].mlp.activation.__class__.__name__ == "GELUActivation"
+    assert DETRTransformerModel(config).encoder.layers[0].mlp.activation_fn.__class__.__name__ == "GELUActivation"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_attention.data import FASHION_MNIST_DIR
+from hf_attention.apps.data import FASHION_MNIST_DIR
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 # data that no pip install brings, by example, with the command that installs it

@@ -30,7 +30,7 @@ from hf_attention import (
     create_feature_attention,
 )
 from hf_attention.feature_attention import FEATURE_ATTENTION_BLOCKS
-from hf_attention.feature_map_layers import QueryKeyConv2d
+from hf_attention.feature_map_pretrained import init_query_key_
 
 SMALL = {  # constructor arguments that keep every block tiny
     "squeeze_excitation": {"reduction": 2},
@@ -109,7 +109,10 @@ def test_query_key_convolutions_start_with_unit_variance_scores():
     torch.manual_seed(0)
     x = torch.randn(4, 64, 8, 8)
     with torch.no_grad():
-        pairs = [(QueryKeyConv2d(64, 16, 1), QueryKeyConv2d(64, 16, 1)) for _ in range(20)]
+        pairs = [(torch.nn.Conv2d(64, 16, 1), torch.nn.Conv2d(64, 16, 1)) for _ in range(20)]
+        for query, key in pairs:
+            init_query_key_(query)
+            init_query_key_(key)
         started = sum(_score_variance(query, key, x) for query, key in pairs) / len(pairs)
         for query, key in pairs:  # the ResNet rule: scores of variance 16 * (64 * 2 / 16)^2 = 1024
             torch.nn.init.kaiming_normal_(query.weight, mode="fan_out", nonlinearity="relu")
@@ -141,8 +144,8 @@ def test_position_attention_starts_soft_not_one_hot(model_class, config):
     model, x = model_class(config).train(), torch.randn(2, 64, 8, 8)  # DANet's batch norm: batch statistics
     with torch.no_grad():
         started = _relative_entropy(model(x, output_attentions=True).attentions)
-        for module in model.modules():
-            if isinstance(module, QueryKeyConv2d):
+        for name, module in model.named_modules():
+            if name.endswith((".query", ".key", ".theta", ".phi")):
                 torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
         kaiming = _relative_entropy(model(x, output_attentions=True).attentions)
     assert started > 0.75 and kaiming < started - 0.4, (started, kaiming)

@@ -12,7 +12,7 @@ from torch.profiler import ProfilerActivity, profile
 from transformers.activations import ACT2FN
 
 from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification, fused_linear
-from hf_attention.attention import build_attention_mask, dot_product_attention
+from hf_attention.attention import dot_product_attention
 from hf_attention.fused_linear import (
     HAS_ONEDNN_BF16_LINEAR,
     RoutedConv2d,
@@ -23,6 +23,7 @@ from hf_attention.fused_linear import (
     float32_compute_dtype,
     matmul,
 )
+from hf_attention.masks import build_attention_mask
 
 ACTIVATIONS = ["gelu", "gelu_pytorch_tanh", "relu", "silu", "quick_gelu", "tanh", "torch_gelu_tanh", "torch_silu"]
 TORCH_ACTIVATIONS = {"torch_gelu_tanh": lambda: nn.GELU(approximate="tanh"), "torch_silu": nn.SiLU}

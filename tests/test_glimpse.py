@@ -19,11 +19,11 @@ from hf_attention import (
     RecurrentAttentionForImageClassification,
     RecurrentAttentionModel,
 )
-from hf_attention.cli import main
-from hf_attention.data_glimpse import load_glimpse_dataset, place_on_canvas, prepare_glimpse_dataset
-from hf_attention.training import collate, make_image_processor
-from hf_attention.training_glimpse import RewardLoggingTrainer
-from hf_attention.visualize_glimpse import draw_glimpse_paths
+from hf_attention.apps.cli import main
+from hf_attention.apps.data_glimpse import load_glimpse_dataset, place_on_canvas, prepare_glimpse_dataset
+from hf_attention.apps.training import collate, make_image_processor
+from hf_attention.apps.training_glimpse import RewardLoggingTrainer
+from hf_attention.apps.visualize_glimpse import draw_glimpse_paths
 
 
 def direct_crop(image: torch.Tensor, centre_x: int, centre_y: int, size: int, block: int) -> torch.Tensor:

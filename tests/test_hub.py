@@ -201,7 +201,7 @@ def test_failures_raise_huggingface_hub_errors_and_leave_the_repo_as_it_was(
 
 def run_cli(server: HubServer, tmp_path: Path, *arguments: str) -> str:
     hf_home = Path(tempfile.mkdtemp(prefix="hf-home-", dir=tmp_path))
-    command = [sys.executable, "-m", "hf_attention.cli", *arguments]
+    command = [sys.executable, "-m", "hf_attention.apps.cli", *arguments]
     environment = client_environment(server, "lfs", hf_home)
     finished = subprocess.run(command, env=environment, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, f"{arguments} failed:\n{finished.stdout[-4000:]}\n{finished.stderr[-8000:]}"

@@ -27,7 +27,7 @@ from hf_attention import (
     VisionTransformerConfig,
     VisionTransformerModel,
 )
-from hf_attention.conversion import CLIP_FUSED_QKV, CLIP_RENAMES, rename_state_dict
+from hf_attention.conversion import rename_state_dict
 
 TINY_BERT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
 
@@ -138,12 +138,8 @@ def test_clip_text_tower_matches_transformers_clip_text_model():
             layer_norm_eps=reference_config.layer_norm_eps,
         )  # fmt: skip
     ).eval()
-    renames = [
-        (r"^(text_model\.)?(embeddings|encoder)\.", ""),
-        (r"^text_model\.", ""),
-        *CLIP_RENAMES,
-    ]
-    state_dict = rename_state_dict(reference.state_dict(), renames, CLIP_FUSED_QKV, dropped=[r"position_ids$"])
+    renames = [(r"^(text_model\.)?(embeddings|encoder)\.", ""), (r"^text_model\.", "")]  # the layers keep CLIP's names
+    state_dict = rename_state_dict(reference.state_dict(), renames, dropped=[r"position_ids$"])
     ours.load_state_dict(state_dict, strict=True)
     input_ids = torch.tensor([[5, 9, 13, 59, 0, 0], [7, 8, 9, 10, 11, 59]])
     mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
@@ -180,8 +176,8 @@ def test_per_tower_attention_implementation():
 
 
 def test_pipeline_zero_shot_on_a_saved_folder(tmp_path):
-    from hf_attention.data_image_text import train_caption_tokenizer
-    from hf_attention.training import make_image_processor
+    from hf_attention.apps.data_image_text import train_caption_tokenizer
+    from hf_attention.apps.training import make_image_processor
 
     labels = ["grinning face", "red apple", "black cat"]
     tokenizer = train_caption_tokenizer(labels * 3, vocab_size=80)
@@ -306,7 +302,7 @@ def test_text_configs_the_fusion_cannot_take_are_refused():
 
 
 def test_model_card_credits_the_training_data():
-    from hf_attention.data_image_text import OPENMOJI_CREDIT
+    from hf_attention.apps.data_image_text import OPENMOJI_CREDIT
 
     model = tiny_model()
     results = {"dataset": "openmoji", "accuracy": 0.5, "data_credit": OPENMOJI_CREDIT}

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from hf_attention.cli import main
-from hf_attention.data import load_digits_dataset, load_fashion_mnist, read_idx
-from hf_attention.training import make_image_processor
+from hf_attention.apps.cli import main
+from hf_attention.apps.data import load_digits_dataset, load_fashion_mnist, read_idx
+from hf_attention.apps.training import make_image_processor
 
 
 def write_idx(path, array, gzipped=True):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 
-from hf_attention.cli import DATASET_DEFAULTS, _augmentation, _with_dataset_defaults, build_parser
-from hf_attention.training import (
+from hf_attention.apps.cli import DATASET_DEFAULTS, _augmentation, _with_dataset_defaults, build_parser
+from hf_attention.apps.training import (
     RandomAffine,
     attach_preprocessing,
     fits_in_memory,

@@ -18,8 +18,8 @@ from hf_attention import (
     VideoTransformerModel,
     from_transformers,
 )
-from hf_attention.cli import main
-from hf_attention.data_video import make_clips, opposite, write_mp4
+from hf_attention.apps.cli import main
+from hf_attention.apps.data_video import make_clips, opposite, write_mp4
 
 XCLIP_VISION = dict(
     hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=8,

@@ -1,4 +1,4 @@
-"""`hf_attention.visualize` and `hf-attention show`: the numbers behind each picture, the PNG, the errors."""
+"""`hf_attention.apps.visualize` and `hf-attention show`: the numbers behind each picture, the PNG, the errors."""
 
 import numpy as np
 import pytest
@@ -14,10 +14,10 @@ from hf_attention import (
     VisionTransformerConfig,
     VisionTransformerForImageClassification,
 )
-from hf_attention.cli import main
-from hf_attention.show import show
-from hf_attention.training import make_image_processor
-from hf_attention.visualize import (
+from hf_attention.apps.cli import main
+from hf_attention.apps.show import show
+from hf_attention.apps.training import make_image_processor
+from hf_attention.apps.visualize import (
     affine_source_points,
     attention_rollout,
     criss_cross_dense,
@@ -158,7 +158,7 @@ def wake_up(model):
 
 @pytest.mark.parametrize("attention_type", ["non_local", "dual_attention"])
 def test_drawn_query_maps_are_the_models_attentions_for_that_query(attention_type, tmp_path):
-    from hf_attention.visualize import _feature_attention_maps
+    from hf_attention.apps.visualize import _feature_attention_maps
 
     model = wake_up(tiny_cnn(attention_type))
     pixel_values = torch.randn(1, 3, 12, 12)
@@ -177,7 +177,7 @@ def test_drawn_query_maps_are_the_models_attentions_for_that_query(attention_typ
 
 
 def test_drawn_criss_cross_is_the_models_attention_passes():
-    from hf_attention.visualize import _criss_cross_block_maps
+    from hf_attention.apps.visualize import _criss_cross_block_maps
 
     model = wake_up(tiny_cnn("criss_cross", attention_stages=[1]))
     pixel_values = torch.randn(1, 3, 8, 10)
@@ -290,7 +290,7 @@ def test_video_maps_are_the_models_class_token_and_cross_frame_attention(tmp_pat
     from transformers import VideoMAEImageProcessorPil
 
     from hf_attention import VideoTransformerConfig, VideoTransformerForVideoClassification
-    from hf_attention.visualize import video_attention_maps
+    from hf_attention.apps.visualize import video_attention_maps
 
     model = VideoTransformerForVideoClassification(VideoTransformerConfig.tiny()).eval()  # 3 frames, 2x2 patches
     with torch.no_grad():
@@ -316,7 +316,7 @@ def test_video_maps_are_the_models_class_token_and_cross_frame_attention(tmp_pat
 
 def test_glimpse_path_is_the_policys_mean_path(tmp_path, digit_png):
     from hf_attention import RecurrentAttentionConfig, RecurrentAttentionForImageClassification
-    from hf_attention.visualize import draw_glimpse, draw_glimpse_paths
+    from hf_attention.apps.visualize import draw_glimpse, draw_glimpse_paths
 
     model = RecurrentAttentionForImageClassification(RecurrentAttentionConfig.tiny(num_channels=3)).eval()
     folder = save_with_processor(model, tmp_path / "glimpse", 16)
@@ -340,9 +340,9 @@ def test_image_text_word_maps_are_the_fusions_cross_attention(tmp_path, digit_pn
         VisionTextCrossAttentionForImageTextRetrieval,
         VisionTransformerConfig,
     )
-    from hf_attention.data_image_text import train_caption_tokenizer
-    from hf_attention.show import load_model_and_processor, tokenize_caption
-    from hf_attention.visualize import image_text_word_maps
+    from hf_attention.apps.data_image_text import train_caption_tokenizer
+    from hf_attention.apps.show import load_model_and_processor, tokenize_caption
+    from hf_attention.apps.visualize import image_text_word_maps
 
     tokenizer = train_caption_tokenizer(["grinning face", "red apple", "face with tears of joy"], vocab_size=60)
     vision = VisionTransformerConfig.tiny(num_channels=3).to_dict()

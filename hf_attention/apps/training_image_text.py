@@ -151,10 +151,10 @@ def build_model(args: argparse.Namespace, train_captions: list[str]):
     """The retrieval model and its tokenizer, as `args` say."""
     from transformers import AutoTokenizer
 
-    from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
-    from .configuration_vit import VisionTransformerConfig
-    from .modeling_image_text import VisionTextCrossAttentionForImageTextRetrieval
-    from .modeling_vit import VisionTransformerModel
+    from ..configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
+    from ..configuration_vit import VisionTransformerConfig
+    from ..modeling_image_text import VisionTextCrossAttentionForImageTextRetrieval
+    from ..modeling_vit import VisionTransformerModel
 
     fusion = dict(
         projection_dim=args.projection_dim,

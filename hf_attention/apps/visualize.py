@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from .configuration_vit import as_pair
+from ..configuration_vit import as_pair
 from .visualize_glimpse import draw_glimpse_paths  # the glimpse model's picture, shared with its training report
 
 PANEL_SIZE = 160  # pixels per panel side
@@ -251,7 +251,7 @@ class RecordedBlock:
 
 def _recording_hooks(model: nn.Module):
     """(module, kind, how to turn its output into the recorded value) for every block the hooks can read."""
-    from . import ResidualAttentionModule, SpatialTransformer, SqueezeExcitation
+    from .. import ResidualAttentionModule, SpatialTransformer, SqueezeExcitation
 
     for name, module in model.named_modules():
         if isinstance(module, SqueezeExcitation):  # the gate is sigmoid(fc2(...)); fc2 is the last layer before it
@@ -284,7 +284,7 @@ def record_feature_attention(model: nn.Module):
 def block_grids(model: nn.Module, run) -> tuple[object, list[tuple[str, tuple[int, int]]]]:
     """Call `run()` and return its result with (module name, (height, width) of the feature map it attended over)
     for every non-local, DANet position and criss-cross block, in the order they ran."""
-    from . import CrissCrossAttention, NonLocalBlock, PositionAttention
+    from .. import CrissCrossAttention, NonLocalBlock, PositionAttention
 
     grids, handles = [], []
     for name, module in model.named_modules():
@@ -674,7 +674,7 @@ def _criss_cross_block_maps(model, pixel_values: torch.Tensor, query_pixel: tupl
     with torch.no_grad():
         outputs, grids = block_grids(model, lambda: model(pixel_values=pixel_values, output_attentions=True))
     attentions = list(getattr(outputs, "attentions", None) or ())
-    from . import CrissCrossAttention
+    from .. import CrissCrossAttention
 
     blocks = [module for module in model.modules() if isinstance(module, CrissCrossAttention)]
     expected = sum(block.recurrence for block in blocks)
@@ -809,7 +809,7 @@ def draw_attention(
     `query_pixel` (row, column of the model's input) is the query of the non-local, DANet and criss-cross maps;
     default the centre. Raises `ValueError` for a model this module cannot draw.
     """
-    from . import (
+    from .. import (
         AttentionCNNPreTrainedModel,
         RecurrentAttentionPreTrainedModel,
         VideoTextTransformerModel,

@@ -74,7 +74,7 @@ class RewardLoggingTrainer(Trainer):
 
 
 def build_config(args: argparse.Namespace, labels: dict):
-    from .configuration_glimpse import RecurrentAttentionConfig
+    from ..configuration_glimpse import RecurrentAttentionConfig
 
     return RecurrentAttentionConfig(
         image_size=args.image_size,
@@ -118,8 +118,8 @@ def fit_glimpse(args: argparse.Namespace, dataset=None):
     """
     from transformers import set_seed
 
+    from ..modeling_glimpse import RecurrentAttentionForImageClassification
     from .data_glimpse import load_glimpse_dataset, prepare_glimpse_dataset
-    from .modeling_glimpse import RecurrentAttentionForImageClassification
     from .training import (
         TrainingSummary,
         accuracy,
@@ -199,7 +199,7 @@ def save_glimpse_picture(model, test_split, path: Path, count: int) -> Path:
 
 
 def train_glimpse(args: argparse.Namespace) -> int:
-    from .cli import push_folder
+    from .sharing import push_folder
 
     summary, _ = fit_glimpse(args)
     lines = ["", f"hf-attention train glimpse --dataset {args.dataset}: done", *summary.lines()]

@@ -28,7 +28,7 @@ def model_auto_class(model_name_or_path: str, revision: str | None = None):
     """The Auto class that loads this checkpoint's architecture (from its config.json), and the config."""
     from transformers import AutoConfig, AutoModel
 
-    from . import REGISTRY
+    from .. import REGISTRY
 
     if _looks_like_path(model_name_or_path) and not Path(model_name_or_path).expanduser().is_dir():
         raise FileNotFoundError(f"Model folder {model_name_or_path} does not exist.")

@@ -24,7 +24,7 @@ VIDEO_DATASETS = ("digits", "fashion-mnist")
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `train video` beyond the ones every `train` command shares."""
-    from .configuration_video import TEMPORAL_MODELING_TYPES, VIDEO_POOLING_TYPES
+    from ..configuration_video import TEMPORAL_MODELING_TYPES, VIDEO_POOLING_TYPES
 
     parser.add_argument("--output-dir", default="outputs/video", help="where the model and processor are saved")
     parser.add_argument("--test-size", type=int, default=256, help="held-out clips (each also played backwards)")
@@ -94,8 +94,8 @@ def video_metrics(eval_prediction) -> dict[str, float]:
 
 
 def build_video_model(args: argparse.Namespace, labels: dict):
-    from .configuration_video import VideoTransformerConfig
-    from .modeling_video import VideoTransformerForVideoClassification
+    from ..configuration_video import VideoTransformerConfig
+    from ..modeling_video import VideoTransformerForVideoClassification
 
     if args.from_pretrained:
         return VideoTransformerForVideoClassification.from_pretrained(
@@ -210,9 +210,9 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
 
 
 def train_video(args: argparse.Namespace) -> int:
-    from .cli import _report
+    from .sharing import report
 
-    return _report("hf-attention train video", fit_video(args), args)
+    return report("hf-attention train video", fit_video(args), args)
 
 
 __all__ = ["add_video_arguments", "fit_video", "make_video_processor", "train_video", "video_metrics"]

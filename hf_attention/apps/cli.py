@@ -13,9 +13,9 @@ hf-attention show outputs/vit digits:0 --output vit.png  # draw where a saved mo
 """
 
 import argparse
-import json
 import sys
-from pathlib import Path
+
+from .sharing import push_folder, report
 
 # dataset -> defaults that fit it; an explicit flag always wins
 # digits: 2x2 patches (16 tokens), a 64-wide encoder of 2 layers, label smoothing and sub-pixel affine moves for 60
@@ -142,7 +142,7 @@ def _add_vit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_attention_cnn_arguments(parser: argparse.ArgumentParser) -> None:
-    from .configuration_attention_cnn import ATTENTION_CNN_TYPES
+    from ..configuration_attention_cnn import ATTENTION_CNN_TYPES
 
     _add_training_arguments(parser, "kernel of the non-local and DANet blocks")
     _add_augmentation_arguments(parser)
@@ -233,22 +233,11 @@ def _fit(model, dataset, args: argparse.Namespace, output_dir: str):
     return train_image_classifier(model, processor, dataset, args.dataset, training_args, args.shift, augment)
 
 
-def _report(title: str, summary, args: argparse.Namespace) -> int:
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # under `accelerate launch` one process reports and pushes
-        return 0
-    print("\n".join(["", f"{title}: done", *summary.lines()]))
-    if args.push_to_hub:
-        push_folder(summary.output_dir, args.push_to_hub)
-    return 0
-
-
 def train_vit(args: argparse.Namespace) -> int:
     from transformers import set_seed
 
-    from .configuration_vit import VisionTransformerConfig
-    from .modeling_vit import VisionTransformerForImageClassification
+    from ..configuration_vit import VisionTransformerConfig
+    from ..modeling_vit import VisionTransformerForImageClassification
 
     args = _with_dataset_defaults(args, DATASET_DEFAULTS)
     if args.threads:
@@ -271,7 +260,7 @@ def train_vit(args: argparse.Namespace) -> int:
         **labels,
     )
     summary = _fit(VisionTransformerForImageClassification(config), dataset, args, args.output_dir)
-    return _report("hf-attention train vit", summary, args)
+    return report("hf-attention train vit", summary, args)
 
 
 # dataset -> defaults of `train attention-cnn`; an explicit flag always wins
@@ -286,8 +275,8 @@ def fit_attention_cnn(args: argparse.Namespace):
     """Train and evaluate an attention CNN as `args` say; returns the `TrainingSummary`."""
     from transformers import set_seed
 
-    from .configuration_attention_cnn import AttentionCNNConfig
-    from .modeling_attention_cnn import AttentionCNNForImageClassification
+    from ..configuration_attention_cnn import AttentionCNNConfig
+    from ..modeling_attention_cnn import AttentionCNNForImageClassification
 
     args = _with_dataset_defaults(args, ATTENTION_CNN_DATASET_DEFAULTS)
     set_seed(args.seed)
@@ -307,46 +296,7 @@ def fit_attention_cnn(args: argparse.Namespace):
 
 
 def train_attention_cnn(args: argparse.Namespace) -> int:
-    return _report(f"hf-attention train attention-cnn --attention {args.attention}", fit_attention_cnn(args), args)
-
-
-# `push_to_hub` writes these itself from the loaded model
-WRITTEN_BY_PUSH = {"config.json", "README.md", "model.safetensors.index.json"}
-
-
-def push_folder(folder: str | Path, repo_id: str, revision: str | None = None, private: bool | None = None) -> str:
-    """Push a saved model with its code, a model card (with the results `hf-attention train` saved, if any) and
-    the folder's other files, such as the image processor's, in one commit; returns the commit URL."""
-    from transformers import PreTrainedConfig
-
-    from . import REGISTRY
-    from .pretrained import PICKLE_SUFFIXES
-    from .training import TRAINING_SUMMARY_FILE
-
-    folder = Path(folder)
-    if not (folder / "config.json").is_file():
-        what = "has no config.json" if folder.is_dir() else "does not exist"
-        raise FileNotFoundError(f"Cannot push {folder}: the folder {what}; save a model there first.")
-    classes = {cls.__name__: cls for _, base, heads in REGISTRY for cls in (base, *heads.values())}
-    architecture = (PreTrainedConfig.from_pretrained(folder).architectures or ["?"])[0]
-    if architecture not in classes:
-        raise ValueError(f"{folder} holds a {architecture}, not a model hf_attention defines: {sorted(classes)}.")
-    summary_file = folder / TRAINING_SUMMARY_FILE
-    extra_files = [
-        path
-        for path in folder.iterdir()
-        if path.is_file() and path.name not in WRITTEN_BY_PUSH and path.suffix not in (".safetensors", *PICKLE_SUFFIXES)
-    ]
-    model = classes[architecture].from_pretrained(folder)
-    commit = model.push_to_hub(
-        repo_id,
-        revision=revision,
-        private=private,
-        training_results=json.loads(summary_file.read_text()) if summary_file.exists() else None,
-        extra_files=extra_files,
-    )
-    print(f"pushed {architecture} from {folder} to {commit.commit_url}")
-    return commit.commit_url
+    return report(f"hf-attention train attention-cnn --attention {args.attention}", fit_attention_cnn(args), args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "train" and args.model == "image-text":
         from .training_image_text import fit_image_text
 
-        return _report("hf-attention train image-text", fit_image_text(args), args)
+        return report("hf-attention train image-text", fit_image_text(args), args)
     return 2
 
 
