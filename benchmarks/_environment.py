@@ -4,6 +4,7 @@ The load average, read when the results are written, says whether other jobs sha
 2-core machines a second job halves a timing, so a figure is only comparable with one taken at a similar load.
 """
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -26,6 +27,8 @@ def cpu_info(field: str) -> str:
 def environment(threads: int | None = None) -> dict:
     """Machine, library versions and load, as one block of a benchmark's JSON; `threads` defaults to torch's."""
     flags = set(cpu_info("flags").split())
+    # glibc's allocator settings, where set: they decide how often large tensors page-fault (a few % of a timing)
+    malloc = {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}
     return {
         "machine": platform.processor() or platform.machine(),
         "cpu_model": cpu_info("model name"),  # the same 2-core VM has been an AMD EPYC (AVX2) and an Intel Xeon (AMX)
@@ -35,6 +38,19 @@ def environment(threads: int | None = None) -> dict:
         "cpu_native_bfloat16": bool(flags & {"avx512_bf16", "amx_bf16"}),
         "torch_threads": threads or torch.get_num_threads(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        **({"malloc_env": malloc} if malloc else {}),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def write_report(path: str | Path, report: dict) -> None:
+    """Writes `report` as JSON to `path`, keeping the reports it replaces under "previous", newest first: a new run
+    does not erase the figures an older README or issue cites."""
+    path = Path(path)
+    previous = []
+    if path.exists():
+        old = json.loads(path.read_text())
+        previous = [{key: value for key, value in old.items() if key != "previous"}, *old.get("previous", [])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**report, "previous": previous} if previous else report, indent=2) + "\n")

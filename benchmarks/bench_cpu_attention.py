@@ -1,8 +1,9 @@
-"""bfloat16 attention on the CPU: PyTorch's SDPA kernel against our eager attention, over sequence lengths.
+"""bfloat16 attention on the CPU: PyTorch's SDPA kernel against our eager attention route, over sequence lengths.
 
-The measurement behind `attention._eager_outruns_cpu_sdpa`: where it says so, "sdpa" in bfloat16 runs as
-`eager_attention_forward`, which this times next to `F.scaled_dot_product_attention` (the kernel transformers' sdpa
-path calls) on the same (batch, heads, tokens, head_dim) inputs, rounds alternating. Each row also gives the largest
+The measurement behind `cpu_optimization._eager_outruns_cpu_sdpa`: where it says so, the attention `optimize_for_cpu`
+switches "sdpa" models to runs bfloat16 eagerly (`cpu_optimization._eager_attention`), which this times next to
+`F.scaled_dot_product_attention` (the kernel transformers' sdpa path calls) on the same (batch, heads, tokens,
+head_dim) inputs, rounds alternating. Each row also gives the largest
 difference from a float32 computation of the same inputs, for both: of the output, and with `--training` (forward +
 backward, timed together) of the query's gradient.
 
@@ -17,13 +18,12 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from _environment import environment
+from _environment import environment, write_report
 from torch import nn
 
-from hf_attention.attention import eager_attention_forward
+from hf_attention.cpu_optimization import _eager_attention
 
 # (batch, heads, tokens, head_dim): ViT-B/32, ViT-S/16, ViT-B/16, ViT-S/16 at 320 px, ViT-S/16 at 448 px,
 # DeiT-B at 384 px, long inputs
@@ -37,12 +37,9 @@ def sdpa_kernel(query, key, value):
     return nn.functional.scaled_dot_product_attention(query, key, value)
 
 
-EAGER_MODULE = nn.Module().eval()  # what eager attention reads its `training` flag from (no dropout here anyway)
-
-
 def eager(query, key, value):
     """(batch, heads, tokens, head_dim) out, as the kernel's (eager attention returns batch, tokens, heads, dim)."""
-    return eager_attention_forward(EAGER_MODULE, query, key, value, None)[0].transpose(1, 2)
+    return _eager_attention(query, key, value, None, None, dropout=0.0, is_causal=False).transpose(1, 2)
 
 
 def run_once(attend, inputs, output_gradient):
@@ -109,11 +106,11 @@ def main() -> None:
     mode = "training (forward + backward, x3 FLOPs)" if args.training else "inference"
     report = {
         "benchmark": f"bfloat16 attention on the CPU, {mode}: F.scaled_dot_product_attention against "
-        "hf_attention's eager_attention_forward, GFLOP/s (4 x queries x keys x head_dim per head forward)",
+        "optimize_for_cpu's eager attention route, GFLOP/s (4 x queries x keys x head_dim per head forward)",
         "setup": {"rounds": args.rounds, "training": args.training, **environment()},
         "results": rows,
     }
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
-"""Every family in half precision on a CPU without kernels for it: `fused_linear`'s float32 route against aten's
+"""Every family in half precision on a CPU without kernels for it: `optimize_for_cpu`'s float32 route against aten's
 emulation, with float32 beside them.
 
 Where oneDNN has no kernels for a half dtype (bf16 and fp16 on AVX2-only CPUs, fp16 on AMD's Zen 4 and 5), aten
-emulates its matmuls and convolutions. Every family's linear layers and convolutions are `fused_linear.RoutedLinear`
-and `RoutedConv2d`, and its other matmuls go through `fused_linear.routed`, which run them on float32 kernels there
-with the half dtype's arithmetic. Each base model (default config) runs one forward pass, in inference, three ways:
-float32, the half dtype as it ships ("routed"), and the half dtype with the route switched off ("emulated", aten's
-own path). The three alternate inside every round; medians of `--rounds` rounds are reported, with the largest
-output difference of each half-precision way from float32. The convolutional families get `--batch-size` x C x
-`--size` x `--size` inputs, the others their `dummy_inputs` (224 px images for the ViTs).
+emulates its matmuls and convolutions. `optimize_for_cpu` swaps every family's linear layers and convolutions for
+`cpu_optimization.CPULinear` and `CPUConv2d`, and routes the matmuls model code calls as functions, onto float32
+kernels there, with the half dtype's arithmetic. Each base model (default config) runs one forward pass, in
+inference, three ways: float32, the half dtype after `optimize_for_cpu` ("routed", on a copy with the same weights),
+and the half dtype as the model is built ("emulated", aten's own path). The three alternate inside every round;
+medians of `--rounds` rounds are reported, with the largest output difference of each half-precision way from
+float32. The convolutional families get `--batch-size` x C x `--size` x `--size` inputs, the others their
+`dummy_inputs` (224 px images for the ViTs). A report that `--out` replaces is kept in the new one, under "previous".
 
     python benchmarks/bench_half_precision.py                      # float16, JSON in benchmarks/results/
     python benchmarks/bench_half_precision.py --dtype bfloat16 --rounds 3 --models DETRTransformerModel
@@ -16,29 +17,17 @@ output difference of each half-precision way from float32. The convolutional fam
 """
 
 import argparse
+import copy
 import json
 import statistics
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
 import torch
-from _environment import environment
+from _environment import environment, write_report
 
-from hf_attention import REGISTRY, fused_linear
+from hf_attention import REGISTRY, cpu_optimization, optimize_for_cpu
 
 WAYS = ("float32", "routed", "emulated")
-
-
-@contextmanager
-def emulated():
-    """aten's own half-precision kernels: the route off, as on a CPU that has kernels for the dtype."""
-    kernels = fused_linear.CPU_HAS_HALF_KERNELS
-    fused_linear.CPU_HAS_HALF_KERNELS = {torch.bfloat16: True, torch.float16: True}
-    try:
-        yield
-    finally:
-        fused_linear.CPU_HAS_HALF_KERNELS = kernels
 
 
 def base_models(names: list[str] | None) -> dict[str, torch.nn.Module]:
@@ -79,15 +68,14 @@ def seconds(model, inputs, dtype, iterations: int) -> float:
 
 def measure(name: str, model, inputs, dtype, args) -> dict:
     float32 = forward(model.float(), inputs, torch.float32).float()
+    optimized = optimize_for_cpu(copy.deepcopy(model).to(dtype))
     model.to(dtype)
-    routed = forward(model, inputs, dtype)
-    with emulated():
-        aten = forward(model, inputs, dtype)
+    routed = forward(optimized, inputs, dtype)
+    aten = forward(model, inputs, dtype)
     times = {way: [] for way in WAYS}
     for _ in range(args.rounds):
-        times["routed"].append(seconds(model, inputs, dtype, args.iterations))
-        with emulated():
-            times["emulated"].append(seconds(model, inputs, dtype, args.iterations))
+        times["routed"].append(seconds(optimized, inputs, dtype, args.iterations))
+        times["emulated"].append(seconds(model, inputs, dtype, args.iterations))
         model.float()
         times["float32"].append(seconds(model, inputs, torch.float32, args.iterations))
         model.to(dtype)
@@ -114,22 +102,22 @@ def main() -> None:
     parser.add_argument(
         "--min-multiply-adds",
         type=int,
-        default=fused_linear.MIN_MULTIPLY_ADDS_PER_ELEMENT,
+        default=cpu_optimization.MIN_MULTIPLY_ADDS_PER_ELEMENT,
         help="the routed way's floor on a matmul's multiply-adds per operand element (0: every matmul takes the route)",
     )
     parser.add_argument("--out", default="benchmarks/results/half_precision_cpu.json")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    if fused_linear.float32_compute_dtype(torch.ones(1, dtype=dtype)) is None:
+    if cpu_optimization.float32_compute_dtype(torch.ones(1, dtype=dtype)) is None:
         raise SystemExit(f"This CPU has oneDNN kernels for {args.dtype}: the route does not apply, nothing to compare.")
-    fused_linear.MIN_MULTIPLY_ADDS_PER_ELEMENT = args.min_multiply_adds
+    cpu_optimization.MIN_MULTIPLY_ADDS_PER_ELEMENT = args.min_multiply_adds
     torch.manual_seed(0)
     results = []
     for name, model in base_models(args.models).items():
         results.append(measure(name, model, inputs_for(model, args.batch_size, args.size), dtype, args))
         print(json.dumps(results[-1]), flush=True)
     report = {
-        "benchmark": f"every family in {args.dtype}, fused_linear's float32 route vs aten's emulation, float32 "
+        "benchmark": f"every family in {args.dtype}, optimize_for_cpu's float32 route vs aten's emulation, float32 "
         "beside them; median ms of one inference forward",
         "setup": {
             "dtype": args.dtype,
@@ -140,8 +128,7 @@ def main() -> None:
         },
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(markdown_table(results, args.dtype))
 
 

@@ -1,11 +1,11 @@
 """A half-precision training step on a CPU without kernels for the dtype: what autograd keeps, and how long it takes.
 
 Where oneDNN has no kernels for a half dtype (fp16 on AMD's Zen 4 and 5, bf16 and fp16 on AVX2-only CPUs),
-`fused_linear` multiplies on float32 kernels. Three ways of one ViT-S/16 training step (batch 8, 224 px, sdpa),
-side by side in one process, alternating inside every round:
+`optimize_for_cpu` multiplies on float32 kernels. Three ways of one ViT-S/16 training step (batch 8, 224 px, sdpa,
+after `optimize_for_cpu`), side by side in one process, alternating inside every round:
 
 - "half operands kept": as it ships; autograd keeps the half-precision operands and converts them again in the
-  backward (`fused_linear.on_float32_kernels`);
+  backward (`cpu_optimization.on_float32_kernels`);
 - "float32 copies kept": the same route, with autograd keeping the float32 copies the forward multiplied (how the
   route ran before);
 - "aten": the route off, aten's own half-precision kernels: emulated where the CPU has none for the dtype, ~22x
@@ -25,14 +25,13 @@ import json
 import statistics
 import time
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 
 import torch
-from _environment import environment
+from _environment import environment, write_report
 from torch.profiler import ProfilerActivity, profile
 from transformers import ViTConfig, ViTForImageClassification
 
-from hf_attention import from_transformers, fused_linear
+from hf_attention import cpu_optimization, from_transformers, optimize_for_cpu
 
 VIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
 WAYS = ("half operands kept", "float32 copies kept", "aten")
@@ -41,14 +40,14 @@ WAYS = ("half operands kept", "float32 copies kept", "aten")
 @contextmanager
 def way(name: str, dtype: torch.dtype):
     """The route for `dtype` on (as on a CPU without its kernels) or off, keeping half operands or float32 copies."""
-    kernels, keeps = fused_linear.CPU_HAS_HALF_KERNELS, fused_linear._keeps_tensors_for_backward
-    fused_linear.CPU_HAS_HALF_KERNELS = {**kernels, dtype: name == "aten"}
+    kernels, keeps = cpu_optimization.CPU_HAS_HALF_KERNELS, cpu_optimization._keeps_tensors_for_backward
+    cpu_optimization.CPU_HAS_HALF_KERNELS = {**kernels, dtype: name == "aten"}
     if name == "float32 copies kept":
-        fused_linear._keeps_tensors_for_backward = lambda tensors: False
+        cpu_optimization._keeps_tensors_for_backward = lambda tensors: False
     try:
         yield
     finally:
-        fused_linear.CPU_HAS_HALF_KERNELS, fused_linear._keeps_tensors_for_backward = kernels, keeps
+        cpu_optimization.CPU_HAS_HALF_KERNELS, cpu_optimization._keeps_tensors_for_backward = kernels, keeps
 
 
 def make_step(model, pixels, labels, dtype, autocast: bool):
@@ -78,6 +77,7 @@ def measure(dtype: torch.dtype, autocast: bool, args) -> dict:
     config._attn_implementation = "sdpa"
     model = from_transformers(ViTForImageClassification(config)).train()
     model.set_attn_implementation("sdpa")
+    model = optimize_for_cpu(model)
     pixels, labels = torch.randn(args.batch_size, 3, 224, 224), torch.zeros(args.batch_size, dtype=torch.long)
     if not autocast:
         model, pixels = model.to(dtype), pixels.to(dtype)
@@ -127,8 +127,7 @@ def main() -> None:
         "setup": {"batch_size": args.batch_size, "rounds": args.rounds, **environment()},
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
-"""Inference throughput and peak memory: our X-CLIP video encoder vs transformers' XCLIPVisionModel, side by side.
+"""Throughput and peak memory: our X-CLIP video encoder vs transformers' XCLIPVisionModel, side by side.
 
-Both encoders hold the same weights (ours is converted from theirs) and see the same clips: S/16 (384 wide, 12
-layers, 6 heads), 224x224 frames, 2 clips x 8 frames, eager and sdpa, float32 and bfloat16. Timings alternate
-between the two models round after round, so machine noise hits both alike; the median round is reported with the
-ratio (ours / theirs, clips per second). Peak memory is the rise of the resident set size over one forward pass
-(the kernel's peak-RSS counter is reset before it; glibc's mmap threshold is pinned so that freed tensors leave the
-resident set instead of being silently reused).
+Three encoders hold the same weights (ours is converted from theirs) and see the same clips: transformers' encoder,
+ours as it is built ("hf_attention", plain torch layers, PyTorch's kernels) and ours after `optimize_for_cpu`
+("hf_attention_optimized", the opt-in CPU kernels). S/16 (384 wide, 12 layers, 6 heads), 224x224 frames, 2 clips x
+8 frames, eager and sdpa, float32 and bfloat16, inference and a training step (forward + backward of the mean square
+of the last hidden state; bfloat16 training runs under autocast on float32 weights). Timings alternate between the
+models round after round, so machine noise hits them alike; the median round is reported with the medians of the
+per-round ratios to transformers (clips per second): "ratio" for the plain model,
+"hf_attention_optimized_vs_transformers" for the optimized one; the order in which the models run turns by one each
+round. Peak memory (inference) is the rise of the resident set size over one forward pass, measured in a child process
+(the kernel's peak-RSS counter is reset before it; glibc's mmap threshold is pinned there so that freed tensors leave
+the resident set instead of being silently reused: pinned in the timed process, it made every large tensor page-fault
+in all three models and halved their throughput). A report that `--out` replaces is kept in the new one, under
+"previous".
 
     python benchmarks/bench_video.py                       # S/16, as in the README (slow on a shared CPU)
     python benchmarks/bench_video.py --hidden-size 192 --num-layers 4 --num-heads 3 --out /tmp/small.json
@@ -16,23 +23,22 @@ import gc
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
-from pathlib import Path
-
-if "MALLOC_MMAP_THRESHOLD_" not in os.environ:  # before torch allocates anything: restart with the threshold pinned
-    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"})
+from contextlib import nullcontext
 
 import torch
-from _environment import environment
+from _environment import environment, write_report
 from transformers import XCLIPVisionConfig, XCLIPVisionModel
 
-from hf_attention import from_transformers
+from hf_attention import from_transformers, optimize_for_cpu
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MODELS = ("transformers", "hf_attention", "hf_attention_optimized")
 
 
-def build_pair(args, implementation: str, dtype: torch.dtype):
+def build_models(args, implementation: str, dtype: torch.dtype, training: bool) -> dict:
     torch.manual_seed(0)
     config = XCLIPVisionConfig(
         hidden_size=args.hidden_size,
@@ -43,11 +49,14 @@ def build_pair(args, implementation: str, dtype: torch.dtype):
         patch_size=16,
         num_frames=args.num_frames,
     )
-    reference = XCLIPVisionModel(config).eval()
+    reference = XCLIPVisionModel(config)
     reference.set_attn_implementation(implementation)
-    ours = from_transformers(reference)
+    ours, optimized = from_transformers(reference), from_transformers(reference)
     ours.set_attn_implementation(implementation)
-    return reference.to(dtype), ours.to(dtype)
+    optimized.set_attn_implementation(implementation)
+    models = dict(zip(MODELS, (reference, ours, optimize_for_cpu(optimized)), strict=True))
+    weight_dtype = torch.float32 if training else dtype  # bf16 training: autocast on float32 weights
+    return {name: model.train(training).to(weight_dtype) for name, model in models.items()}
 
 
 def clips(args, dtype: torch.dtype) -> torch.Tensor:
@@ -56,49 +65,86 @@ def clips(args, dtype: torch.dtype) -> torch.Tensor:
     return torch.randn(*shape, generator=generator).to(dtype)
 
 
-def run(model, pixel_values: torch.Tensor, is_reference: bool) -> torch.Tensor:
+def forward(model, pixel_values: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "transformers":  # transformers' encoder takes the frames of all clips as one batch of images
+        return model(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
+    return model(pixel_values=pixel_values).last_hidden_state.flatten(0, 1)
+
+
+def run(model, pixel_values: torch.Tensor, name: str) -> torch.Tensor:
     with torch.inference_mode():
-        if is_reference:  # transformers' encoder takes the frames of all clips as one batch of images
-            return model(pixel_values=pixel_values.flatten(0, 1)).last_hidden_state
-        return model(pixel_values=pixel_values).last_hidden_state.flatten(0, 1)
+        return forward(model, pixel_values, name)
 
 
-def clips_per_second(model, pixel_values, is_reference: bool) -> float:
+def make_step(model, pixel_values, name: str, dtype: torch.dtype, training: bool):
+    if not training:
+        return lambda: run(model, pixel_values, name)
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else nullcontext()
+
+    def train_step():
+        with autocast:
+            loss = forward(model, pixel_values, name).float().square().mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return train_step
+
+
+def clips_per_second(step, num_clips: int) -> float:
     start = time.perf_counter()
-    run(model, pixel_values, is_reference)
-    return pixel_values.shape[0] / (time.perf_counter() - start)
+    step()
+    return num_clips / (time.perf_counter() - start)
 
 
-def measure(args, implementation: str, dtype_name: str) -> dict:
+def measure(args, implementation: str, dtype_name: str, training: bool) -> dict:
     dtype = DTYPES[dtype_name]
-    reference, ours = build_pair(args, implementation, dtype)
-    pixel_values = clips(args, dtype)
-    memory = {
-        "transformers": peak_memory_mib(reference, pixel_values, True),
-        "ours": peak_memory_mib(ours, pixel_values, False),
+    models = build_models(args, implementation, dtype, training)
+    pixel_values = clips(args, torch.float32 if training else dtype)
+    row = {"mode": "training" if training else "inference", "attn_implementation": implementation, "dtype": dtype_name}
+    if not training:
+        row |= peak_memory_in_a_child_process(args, implementation, dtype_name)
+    autocast = torch.autocast("cpu", dtype=dtype) if training and dtype != torch.float32 else nullcontext()
+    with torch.inference_mode(), autocast:
+        reference = forward(models["transformers"].eval(), pixel_values, "transformers").float()
+        for name in MODELS[1:]:
+            output = forward(models[name].eval(), pixel_values, name).float()
+            row[f"{name}_max_abs_difference"] = float((output - reference).abs().max())
+    steps = {
+        name: make_step(model.train(training), pixel_values, name, dtype, training) for name, model in models.items()
     }
-    difference = (run(ours, pixel_values, False).float() - run(reference, pixel_values, True).float()).abs().max()
-    theirs_rounds, ours_rounds = [], []
+    rounds = {name: [] for name in MODELS}
     for round_index in range(args.rounds + 1):  # round 0 warms up
-        theirs = clips_per_second(reference, pixel_values, True)
-        mine = clips_per_second(ours, pixel_values, False)
-        if round_index:
-            theirs_rounds.append(theirs)
-            ours_rounds.append(mine)
-    ratios = [o / t for o, t in zip(ours_rounds, theirs_rounds, strict=True)]
-    row = {
-        "attn_implementation": implementation,
-        "dtype": dtype_name,
-        "transformers_clips_per_s": round(statistics.median(theirs_rounds), 3),
-        "hf_attention_clips_per_s": round(statistics.median(ours_rounds), 3),
-        "ratio": round(statistics.median(ratios), 3),
-        "ratio_per_round": [round(ratio, 3) for ratio in ratios],
-        "transformers_peak_mib": memory["transformers"],
-        "hf_attention_peak_mib": memory["ours"],
-        "max_abs_difference": float(difference),
-    }
+        for name in MODELS[round_index % len(MODELS) :] + MODELS[: round_index % len(MODELS)]:
+            rate = clips_per_second(steps[name], args.clips)
+            if round_index:
+                rounds[name].append(rate)
+    for name in MODELS:
+        row[f"{name}_clips_per_s"] = round(statistics.median(rounds[name]), 3)
+    for name, key in (("hf_attention", "ratio"), ("hf_attention_optimized", "hf_attention_optimized_vs_transformers")):
+        ratios = [ours / theirs for ours, theirs in zip(rounds[name], rounds["transformers"], strict=True)]
+        row[key] = round(statistics.median(ratios), 3)
+        row[f"{key}_per_round"] = [round(ratio, 3) for ratio in ratios]
     print(json.dumps(row), flush=True)
     return row
+
+
+def peak_memory_in_a_child_process(args, implementation: str, dtype_name: str) -> dict:
+    """`{name}_peak_mib` of each model, measured by this script run with `--memory-of`, where glibc's mmap threshold
+    is pinned."""
+    shape = ("hidden_size", "num_layers", "num_heads", "image_size", "num_frames", "clips", "threads")
+    options = [item for name in shape for item in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+    command = [sys.executable, __file__, *options, "--memory-of", implementation, dtype_name]
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    finished = subprocess.run(command, env=environment, capture_output=True, text=True, check=True)
+    return json.loads(finished.stdout.strip().splitlines()[-1])
+
+
+def print_peak_memory(args, implementation: str, dtype_name: str) -> None:
+    dtype = DTYPES[dtype_name]
+    models = build_models(args, implementation, dtype, training=False)
+    pixel_values = clips(args, dtype)
+    peaks = {f"{name}_peak_mib": peak_memory_mib(model, pixel_values, name) for name, model in models.items()}
+    print(json.dumps(peaks))
 
 
 def _status_mib(key: str) -> float:
@@ -106,13 +152,13 @@ def _status_mib(key: str) -> float:
         return next(int(line.split()[1]) / 1024 for line in status if line.startswith(key))
 
 
-def peak_memory_mib(model, pixel_values, is_reference: bool) -> float:
+def peak_memory_mib(model, pixel_values, name: str) -> float:
     """Rise of the resident set size over one forward pass (Linux): peak-RSS counter reset, then read after it."""
     gc.collect()
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
     before = _status_mib("VmRSS")
-    run(model, pixel_values, is_reference)
+    run(model, pixel_values, name)
     return round(_status_mib("VmHWM") - before, 1)
 
 
@@ -128,12 +174,22 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--implementations", nargs="+", default=["eager", "sdpa"])
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=list(DTYPES))
+    parser.add_argument("--modes", nargs="+", choices=["inference", "training"], default=["inference", "training"])
     parser.add_argument("--out", default="benchmarks/results/video_cpu.json")
+    parser.add_argument("--memory-of", nargs=2, metavar=("IMPLEMENTATION", "DTYPE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = [measure(args, impl, dtype) for dtype in args.dtypes for impl in args.implementations]
+    if args.memory_of:  # the child process of `peak_memory_in_a_child_process`
+        return print_peak_memory(args, *args.memory_of)
+    results = [
+        measure(args, implementation, dtype, mode == "training")
+        for mode in args.modes
+        for dtype in args.dtypes
+        for implementation in args.implementations
+    ]
     report = {
-        "benchmark": "X-CLIP video encoder inference, ours vs transformers.XCLIPVisionModel (same weights)",
+        "benchmark": "X-CLIP video encoder, ours (plain and optimize_for_cpu) vs transformers.XCLIPVisionModel "
+        "(same weights), clips per second, medians of interleaved rounds",
         "setup": {
             "hidden_size": args.hidden_size,
             "num_layers": args.num_layers,
@@ -148,21 +204,24 @@ def main() -> None:
         },
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(markdown_table(results))
 
 
 def markdown_table(results: list[dict]) -> str:
     lines = [
-        "| attention | dtype | transformers (clips/s) | hf_attention (clips/s) | ratio | peak MiB (theirs / ours) |",
-        "|---|---|---|---|---|---|",
+        "| mode | attention | dtype | transformers (clips/s) | hf_attention (clips/s) | ratio | optimize_for_cpu "
+        "(clips/s) | ratio | peak MiB (theirs / ours / optimized) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results:
+        peaks = (
+            " / ".join(f"{row[f'{name}_peak_mib']:.0f}" for name in MODELS) if f"{MODELS[0]}_peak_mib" in row else ""
+        )
         lines.append(
-            f"| {row['attn_implementation']} | {row['dtype']} | {row['transformers_clips_per_s']} | "
-            f"{row['hf_attention_clips_per_s']} | {row['ratio']}x | "
-            f"{row['transformers_peak_mib']:.0f} / {row['hf_attention_peak_mib']:.0f} |"
+            f"| {row['mode']} | {row['attn_implementation']} | {row['dtype']} | {row['transformers_clips_per_s']} | "
+            f"{row['hf_attention_clips_per_s']} | {row['ratio']}x | {row['hf_attention_optimized_clips_per_s']} | "
+            f"{row['hf_attention_optimized_vs_transformers']}x | {peaks} |"
         )
     return "\n".join(lines)
 

@@ -1,13 +1,17 @@
 """Throughput of our Vision Transformer against transformers' ViTForImageClassification, side by side.
 
-Both models hold the same weights (ours is converted from theirs) and see the same batch. Timings alternate
-between the models, round after round, so machine noise hits both alike; the median round and the median of the
-per-round ratios are reported, next to the share of a 2048^3 matmul's rate that each model reaches (the median of
-per-round shares: the matmul is timed in every round, right after the models, in the dtype ours multiplies in:
-the model's, or float32 for a half dtype on a CPU without kernels for it). Cases: inference in float32 (eager,
-sdpa), bfloat16 and float16 (sdpa), a training step (forward + backward) in float32 and under bfloat16 autocast, and
-inference with both models under `torch.compile` (inductor). `--against-timm` adds timm's `vit_small_patch16_224`
-(random weights, same shapes; timm needs the second venv of benchmarks/setup_reference_venv.sh).
+Three models hold the same weights (ours is converted from theirs) and see the same batch: transformers' ViT, ours as
+it is built ("hf_attention", plain torch layers, PyTorch's kernels) and ours after `optimize_for_cpu`
+("hf_attention_optimized", the opt-in CPU kernels). Timings alternate between the models, round after round, the
+order turning by one each round, so machine noise hits them alike; the median round and the median of the per-round
+ratios to transformers are reported ("ratio" for the plain model, "hf_attention_optimized_vs_transformers"), next to
+the share of a 2048^3 matmul's rate that each model reaches (the median of per-round shares: the matmul is timed in
+every round, right after the models, in the dtype the optimized model multiplies in: the model's, or float32 for a
+half dtype on a CPU without kernels for it). Cases: inference in float32 (eager, sdpa), bfloat16 and float16
+(sdpa), a training step (forward + backward) in float32 and under bfloat16 autocast, and inference under
+`torch.compile` (inductor). `--against-timm` adds timm's
+`vit_small_patch16_224` (random weights, same shapes; timm needs the second venv of
+benchmarks/setup_reference_venv.sh). A report that `--out` replaces is kept in the new one, under "previous".
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
     python benchmarks/bench_vit.py --cases bf16 --rounds 3              # bf16 inference only
@@ -20,15 +24,14 @@ import json
 import statistics
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import transformers
-from _environment import environment
+from _environment import environment, write_report
 from transformers import ViTConfig, ViTForImageClassification
 
-from hf_attention import from_transformers
-from hf_attention.fused_linear import float32_compute_dtype
+from hf_attention import from_transformers, optimize_for_cpu
+from hf_attention.cpu_optimization import float32_compute_dtype
 
 VIT_SMALL = dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536)
 # (case, attn_implementation, dtype, training, compiled)
@@ -112,7 +115,10 @@ def build_models(implementation: str, dtype: torch.dtype, training: bool, args) 
     reference = ViTForImageClassification(config)
     ours = from_transformers(reference)
     ours.set_attn_implementation(implementation)
-    models = {"transformers": reference, "hf_attention": ours}
+    optimized = from_transformers(reference)
+    optimized.set_attn_implementation(implementation)
+    optimized = optimize_for_cpu(optimized)  # after choosing the backend: it replaces "sdpa" with its own
+    models = {"transformers": reference, "hf_attention": ours, "hf_attention_optimized": optimized}
     if args.against_timm:
         import timm
 
@@ -128,7 +134,10 @@ def measure(case: str, implementation: str, dtype, training: bool, compiled: boo
     pixels = pixels if training else pixels.to(dtype)
     with torch.inference_mode():
         reference_logits = models["transformers"].eval()(pixel_values=pixels).logits.float()
-        difference = (models["hf_attention"].eval()(pixel_values=pixels).logits.float() - reference_logits).abs().max()
+        differences = {
+            name: float((models[name].eval()(pixel_values=pixels).logits.float() - reference_logits).abs().max())
+            for name in ("hf_attention", "hf_attention_optimized")
+        }
     if compiled:
         models = {name: torch.compile(model) for name, model in models.items()}
     steps = {name: make_step(model.train(training), pixels, dtype, training) for name, model in models.items()}
@@ -136,17 +145,19 @@ def measure(case: str, implementation: str, dtype, training: bool, compiled: boo
         step()
         step()
     rounds, peaks = {name: [] for name in steps}, []
-    # a CPU without bf16 kernels (AVX2) emulates bf16 matmuls 6-70x slower than fp32, and there ours multiplies on
-    # fp32 kernels (fused_linear): fp32's rate is the ceiling
+    # a CPU without bf16 kernels (AVX2) emulates bf16 matmuls 6-70x slower than fp32, and there the optimized model
+    # multiplies on fp32 kernels (cpu_optimization): fp32's rate is the ceiling
     emulated = float32_compute_dtype(pixels.to(dtype)) is not None
     matmul_dtype = torch.float32 if emulated else dtype
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            rounds[name].append(images_per_second(step, args.batch_size, args.iterations))
+    names = list(steps)
+    for round_index in range(args.rounds):  # the order turns by one each round: no model always follows another
+        for name in names[round_index % len(names) :] + names[: round_index % len(names)]:
+            rounds[name].append(images_per_second(steps[name], args.batch_size, args.iterations))
         # in every round, as this VM's matmul rate was seen to move by 2x within an hour
         peaks.append(matmul_gflops(matmul_dtype, repeats=2))
     flops_per_image = vit_forward_flops(config) * (3 if training else 1)  # backward ~ twice the forward
-    row = {"case": case, "attn_implementation": implementation, "max_abs_logit_difference": float(difference)}
+    row = {"case": case, "attn_implementation": implementation, "max_abs_logit_difference": differences["hf_attention"]}
+    row["optimized_max_abs_logit_difference"] = differences["hf_attention_optimized"]
     row["matmul_peak_dtype"] = str(matmul_dtype).removeprefix("torch.")
     row["matmul_2048_gflops_per_round"] = [round(peak, 1) for peak in peaks]
     for name, values in rounds.items():
@@ -195,18 +206,22 @@ def main() -> None:
         },
         "results": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(
-        "| case | attention | transformers (img/s) | hf_attention (img/s) | ratio "
-        "| share of matmul peak (theirs / ours) |"
+        "| case | attention | transformers (img/s) | hf_attention (img/s) | ratio | optimize_for_cpu (img/s) | ratio "
+        "| share of matmul peak (theirs / ours / optimized) |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in results:
+        shares = (
+            row[f"{name}_share_of_matmul_peak"] for name in ("transformers", "hf_attention", "hf_attention_optimized")
+        )
         print(
             f"| {row['case']} | {row['attn_implementation']} | {row['transformers_images_per_s']} | "
-            f"{row['hf_attention_images_per_s']} | {row['ratio']}x | "
-            f"{row['transformers_share_of_matmul_peak']:.0%} / {row['hf_attention_share_of_matmul_peak']:.0%} |"
+            f"{row['hf_attention_images_per_s']} | {row['ratio']}x | {row['hf_attention_optimized_images_per_s']} | "
+            f"{row['hf_attention_optimized_vs_transformers']}x | "
+            + " / ".join(f"{share:.0%}" for share in shares)
+            + " |"
         )
 
 

@@ -17,13 +17,14 @@ from .attention import MultiHeadAttention, dot_product_attention
 from .configuration_additive import AdditiveAttentionConfig
 from .configuration_attention_cnn import AttentionCNNConfig
 from .configuration_clip_residual import CLIPResidualTransformerConfig
+from .configuration_clip_text import CLIPResidualTextConfig
 from .configuration_compressai import CompressAIAttentionConfig
 from .configuration_criss_cross import CrissCrossAttentionConfig
 from .configuration_detr_transformer import DETRTransformerConfig
 from .configuration_dual_attention import DualAttentionConfig
 from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
 from .configuration_glimpse import RecurrentAttentionConfig
-from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
+from .configuration_image_text import VisionTextCrossAttentionConfig
 from .configuration_linformer import LinformerConfig
 from .configuration_mha import MultiHeadAttentionConfig
 from .configuration_nadaraya_watson import NadarayaWatsonConfig
@@ -35,6 +36,7 @@ from .configuration_squeeze_excitation import SqueezeExcitationConfig
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
 from .conversion import from_transformers, register_legacy_checkpoint_formats
+from .cpu_optimization import optimize_for_cpu
 from .feature_attention import create_feature_attention
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 from .masks import AttentionMask, build_attention_mask
@@ -45,6 +47,7 @@ from .modeling_clip_residual import (
     CLIPResidualTransformerModel,
     CLIPResidualTransformerPreTrainedModel,
 )
+from .modeling_clip_text import CLIPResidualTextModel
 from .modeling_compressai import CompressAIAttentionBlock, CompressAIAttentionModel
 from .modeling_criss_cross import CrissCrossAttention, CrissCrossAttentionModel
 from .modeling_detr_transformer import (
@@ -70,7 +73,6 @@ from .modeling_glimpse import (
     RecurrentAttentionPreTrainedModel,
 )
 from .modeling_image_text import (
-    CLIPResidualTextModel,
     ImageTextFusion,
     ImageTextFusionLayer,
     ImageTextRanking,
@@ -92,7 +94,6 @@ from .modeling_seq2seq import (
 from .modeling_spatial_transformer import SpatialTransformer, SpatialTransformerModel
 from .modeling_squeeze_excitation import SEBasicBlock, SEBottleneckBlock, SqueezeExcitation, SqueezeExcitationModel
 from .modeling_video import (
-    CLIPTextTower,
     CrossFrameAttentionLayer,
     MultiFrameIntegrationTransformer,
     VideoSpecificPromptGenerator,
@@ -174,7 +175,6 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "CLIPTextTower",
     "CrossFrameAttentionLayer",
     "MultiFrameIntegrationTransformer",
     "VideoSpecificPromptGenerator",
@@ -279,4 +279,5 @@ __all__ = [
     "create_feature_attention",
     "dot_product_attention",
     "from_transformers",
+    "optimize_for_cpu",
 ]

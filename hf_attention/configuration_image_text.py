@@ -6,72 +6,12 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .checks import check_attention_shape, check_choice, check_positive, check_probability
+from .checks import check_choice, check_positive, check_probability
 from .configuration_base import HFAttentionConfig
+from .configuration_clip_text import CLIPResidualTextConfig
 from .configuration_vit import VisionTransformerConfig
 
 FUSION_DIRECTIONS = ("text_to_image", "image_to_text")
-
-
-@strict
-class CLIPResidualTextConfig(HFAttentionConfig):
-    r"""
-    Configuration of [`CLIPResidualTextModel`]: CLIP's text tower (Radford et al., 2021), token + position
-    embeddings, a stack of CLIP residual attention blocks, a final layer norm. The defaults are CLIP ViT-B's.
-
-    Args:
-        vocab_size (`int`, defaults to 49408):
-            Number of token ids; `input_ids` must lie in [0, vocab_size).
-        max_position_embeddings (`int`, defaults to 77):
-            Longest text the position embeddings cover.
-        hidden_size (`int`, defaults to 512):
-            Width of the token embeddings and of every block.
-        num_hidden_layers (`int`, defaults to 12):
-            Number of residual attention blocks.
-        num_attention_heads (`int`, defaults to 8):
-            Attention heads per block; must divide `hidden_size`.
-        intermediate_size (`int`, defaults to 2048):
-            Width of the hidden layer of each MLP.
-        hidden_act (`str`, defaults to `"quick_gelu"`):
-            Activation of the MLP, any key of `transformers.activations.ACT2FN`.
-        layer_norm_eps (`float`, defaults to 1e-5):
-            Epsilon of the layer norms.
-        attention_dropout (`float`, defaults to 0.0):
-            Dropout on the attention weights, in [0, 1).
-        is_causal (`bool`, defaults to `True`):
-            Causal self-attention as CLIP's text tower. The pooled text is then the last real token (which has seen
-            them all); without it, the first token.
-        initializer_range (`float`, defaults to 0.02):
-            Standard deviation of the normal initialisation.
-        pad_token_id (`int`, defaults to 0):
-            Id of the padding token.
-    """
-
-    model_type = "hf_attention_clip_residual_text"
-
-    vocab_size: int = 49408
-    max_position_embeddings: int = 77
-    hidden_size: int = 512
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 8
-    intermediate_size: int = 2048
-    hidden_act: str = "quick_gelu"
-    layer_norm_eps: float = 1e-5
-    attention_dropout: float | int = 0.0
-    is_causal: bool = True
-    initializer_range: float = 0.02
-    pad_token_id: int | None = 0
-
-    @classmethod
-    def tiny(cls, **overrides) -> "CLIPResidualTextConfig":
-        settings = dict(vocab_size=64, max_position_embeddings=64, hidden_size=32, num_hidden_layers=2)
-        return cls(**{**settings, "num_attention_heads": 4, "intermediate_size": 64, **overrides})
-
-    def validate_architecture(self):
-        check_attention_shape(self.hidden_size, self.num_attention_heads)
-        check_probability("attention_dropout", self.attention_dropout)
-        for name in ("vocab_size", "max_position_embeddings", "num_hidden_layers", "intermediate_size"):
-            check_positive(name, getattr(self, name))
 
 
 class TextConfigSpec(SubConfigSpec):
@@ -216,4 +156,4 @@ def check_text_config(text_config: PreTrainedConfig) -> None:
         )
 
 
-__all__ = ["CLIPResidualTextConfig", "VisionTextCrossAttentionConfig"]
+__all__ = ["VisionTextCrossAttentionConfig"]

@@ -1,10 +1,11 @@
 """Configurations of the X-CLIP video encoder (cross-frame + intra-frame attention) and of the video-text model."""
 
 from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
 
 from .checks import check_attention_shape, check_choice, check_positive, check_probability
 from .configuration_base import HFAttentionConfig
-from .configuration_clip_residual import CLIPResidualTransformerConfig
+from .configuration_clip_text import CLIPResidualTextConfig
 
 TEMPORAL_MODELING_TYPES = ("cross_frame", "none")
 VIDEO_POOLING_TYPES = ("mit", "mean")
@@ -146,27 +147,33 @@ class VideoTransformerConfig(HFAttentionConfig):
             )
 
 
+# X-CLIP's text model (transformers' `XCLIPTextConfig`): causal, read out at its end-of-text token, CLIP's token ids
+XCLIP_TEXT_DEFAULTS = dict(is_causal=True, pooling="end_of_text", pad_token_id=1, bos_token_id=0, eos_token_id=2)
+# Before the CLIP text model was shared, `text_config` was a bare transformer (this model type) and the video-text
+# config itself held the text model's vocabulary, length and token ids
+LEGACY_TEXT_MODEL_TYPE = "hf_attention_clip_residual"
+LEGACY_TEXT_FIELDS = ("vocab_size", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id")
+
+
 @strict
 class VideoTextTransformerConfig(HFAttentionConfig):
     r"""
     Configuration of [`VideoTextTransformerModel`]: the whole X-CLIP video-text model. A video encoder
-    ([`VideoTransformerConfig`], whose `projection_dim` is the shared embedding width), a causal CLIP text tower
-    (a [`CLIPResidualTransformerConfig`] with token and position embeddings, a final norm and a projection), and the
-    video-specific prompt generator: the class texts attend to the video's patch tokens and are shifted by
-    `alpha` times the result. The defaults build X-CLIP B/32.
+    ([`VideoTransformerConfig`], whose `projection_dim` is the shared embedding width), CLIP's text model
+    ([`CLIPResidualTextConfig`]) with a projection, and the video-specific prompt generator: the class texts attend to
+    the video's patch tokens and are shifted by `alpha` times the result. The defaults build X-CLIP B/32.
 
     Args:
         video_config (`dict` or [`VideoTransformerConfig`], *optional*):
             The video encoder; defaults to X-CLIP B/32's. Its `projection_dim` must be set.
-        text_config (`dict` or [`CLIPResidualTransformerConfig`], *optional*):
-            The text transformer; defaults to CLIP's 12-layer 512-wide causal one. Always causal.
-        vocab_size (`int`, defaults to 49408):
-            Size of the token vocabulary (CLIP's BPE).
-        max_position_embeddings (`int`, defaults to 77):
-            Longest text, in tokens.
-        pad_token_id, bos_token_id, eos_token_id (`int`, defaults to 1, 0, 2):
-            Special token ids (as in transformers' `XCLIPTextConfig`). The text is read out at its highest token id
-            among its real tokens (CLIP's end-of-text token is the last of its vocabulary), as X-CLIP does.
+        text_config (`dict` or [`CLIPResidualTextConfig`], *optional*):
+            The text model, which holds the vocabulary size, the longest text and the token ids (as transformers'
+            `XCLIPTextConfig`). Defaults to CLIP's 12-layer 512-wide one; a dict gets X-CLIP's settings where it
+            does not set them: causal, `pooling="end_of_text"` (the text is read out at its highest token id,
+            CLIP's end-of-text token, as X-CLIP does), `pad_token_id=1`, `bos_token_id=0`, `eos_token_id=2`. Always
+            causal. A configuration saved before the text model was shared (a `text_config` of model type
+            `"hf_attention_clip_residual"` and top-level `vocab_size`, `max_position_embeddings` and token ids)
+            is read into this layout.
         prompt_layers (`int`, defaults to 2):
             Layers of the prompt generator.
         prompt_alpha (`float`, defaults to 0.1):
@@ -193,15 +200,11 @@ class VideoTextTransformerConfig(HFAttentionConfig):
     """
 
     model_type = "hf_attention_video_text"
-    sub_configs = {"video_config": VideoTransformerConfig, "text_config": CLIPResidualTransformerConfig}
+    sub_configs = {"video_config": VideoTransformerConfig, "text_config": CLIPResidualTextConfig}
 
     video_config: dict | VideoTransformerConfig | None = None
-    text_config: dict | CLIPResidualTransformerConfig | None = None
-    vocab_size: int = 49408
-    max_position_embeddings: int = 77
-    pad_token_id: int | None = 1
-    bos_token_id: int | None = 0
-    eos_token_id: int | None = 2
+    # any config: an old transformer config is read into the text model's (model types decide, see validation)
+    text_config: dict | PreTrainedConfig | None = None
     prompt_layers: int = 2
     prompt_alpha: float = 0.1
     prompt_hidden_act: str = "quick_gelu"
@@ -216,10 +219,10 @@ class VideoTextTransformerConfig(HFAttentionConfig):
             self.video_config = VideoTransformerConfig()
         elif isinstance(self.video_config, dict):
             self.video_config = VideoTransformerConfig(**self.video_config)
-        if self.text_config is None:
-            self.text_config = CLIPResidualTransformerConfig(is_causal=True)
-        elif isinstance(self.text_config, dict):
-            self.text_config = CLIPResidualTransformerConfig(**{"is_causal": True, **self.text_config})
+        text_config = x_clip_text_config(self.text_config, kwargs)
+        if isinstance(text_config, dict):
+            text_config = CLIPResidualTextConfig(**text_config)
+        self.text_config = text_config
         super().__post_init__(**kwargs)
 
     @property
@@ -236,9 +239,10 @@ class VideoTextTransformerConfig(HFAttentionConfig):
     def tiny(cls, **overrides) -> "VideoTextTransformerConfig":
         """A configuration of a few thousand parameters for tests and demos (every REGISTRY config has one)."""
         video = VideoTransformerConfig.tiny(num_labels=2)
-        text = CLIPResidualTransformerConfig.tiny(hidden_size=12, num_attention_heads=2, is_causal=True)
-        settings = dict(video_config=video, text_config=text, vocab_size=50, max_position_embeddings=8)
-        return cls(**{**settings, "prompt_layers": 1, "prompt_num_attention_heads": 2, **overrides})
+        text = dict(vocab_size=50, max_position_embeddings=8, hidden_size=12, num_hidden_layers=2)
+        text |= dict(num_attention_heads=2, intermediate_size=32)
+        settings = dict(video_config=video, text_config=text, prompt_layers=1, prompt_num_attention_heads=2)
+        return cls(**{**settings, **overrides})
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
@@ -247,13 +251,41 @@ class VideoTextTransformerConfig(HFAttentionConfig):
                 "The video-text model needs `video_config.projection_dim` set: it is the width video and text "
                 "embeddings share."
             )
+        # by model_type, not isinstance: under trust_remote_code the config class may come from another copy of the file
+        if self.text_config.model_type != CLIPResidualTextConfig.model_type:
+            raise ValueError(
+                f"`text_config` must be a CLIPResidualTextConfig (model type {CLIPResidualTextConfig.model_type!r}), "
+                f"got model type {self.text_config.model_type!r}."
+            )
         if not self.text_config.is_causal:
-            raise ValueError("X-CLIP's text transformer is causal: `text_config.is_causal` must be True.")
+            raise ValueError("X-CLIP's text model is causal: `text_config.is_causal` must be True.")
         check_attention_shape(self.projection_dim, self.prompt_num_attention_heads)
         for name in ("prompt_attention_dropout", "prompt_projection_dropout"):
             check_probability(name, getattr(self, name))
-        for name in ("vocab_size", "max_position_embeddings", "prompt_layers", "initializer_factor"):
+        for name in ("prompt_layers", "initializer_factor"):
             check_positive(name, getattr(self, name))
+
+
+def x_clip_text_config(text_config, kwargs: dict):
+    """`text_config` as a dict with X-CLIP's defaults where it sets nothing, or as the config object it is.
+
+    A configuration saved before the text model was shared is read into the current layout: its transformer config
+    (model type `LEGACY_TEXT_MODEL_TYPE`) becomes the text model's, and the top-level `LEGACY_TEXT_FIELDS` are taken
+    out of `kwargs` into it. Where the text config sets such a field itself, the top-level key stays an extra attribute.
+    """
+    if text_config is None:
+        text_config = {}
+    elif not isinstance(text_config, dict):
+        if text_config.model_type != LEGACY_TEXT_MODEL_TYPE:
+            return text_config
+        text_config = text_config.to_dict()
+    text_config = dict(text_config)
+    if text_config.get("model_type") == LEGACY_TEXT_MODEL_TYPE:
+        del text_config["model_type"]
+    for name in LEGACY_TEXT_FIELDS:
+        if name in kwargs and name not in text_config:
+            text_config[name] = kwargs.pop(name)
+    return {**XCLIP_TEXT_DEFAULTS, **text_config}
 
 
 __all__ = ["VideoTextTransformerConfig", "VideoTransformerConfig"]

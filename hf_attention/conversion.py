@@ -18,10 +18,12 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from transformers.core_model_loading import Chunk, WeightConverter, WeightRenaming
 
 from .configuration_clip_residual import CLIPResidualTransformerConfig
+from .configuration_clip_text import CLIPResidualTextConfig
 from .configuration_detr_transformer import DETRTransformerConfig
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
+from .modeling_clip_text import CLIPResidualTextModel
 from .modeling_detr_transformer import DETRTransformerDecoderLayer, DETRTransformerEncoderLayer, DETRTransformerModel
 from .modeling_video import VideoTextTransformerModel, VideoTransformerModel
 from .modeling_vit import VisionTransformerForImageClassification, VisionTransformerModel
@@ -60,6 +62,25 @@ DETR_RENAMES = [
 ]
 DETR_DROPPED = [r"^backbone\."]
 
+# transformers' CLIPTextModel name -> our CLIPResidualTextModel (its layers keep CLIP's names)
+CLIP_TEXT_RENAMES = [(r"^(text_model\.)?(embeddings|encoder)\.", ""), (r"^text_model\.", "")]
+# our CLIPResidualTextConfig field <- transformers' CLIPTextConfig / XCLIPTextConfig field (same meaning, same name)
+CLIP_TEXT_CONFIG_FIELDS = [
+    "vocab_size",
+    "max_position_embeddings",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "attention_dropout",
+    "initializer_range",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+]
+
 # transformers' XCLIPVisionModel name -> our VideoTransformerModel (its layers keep X-CLIP's names)
 XCLIP_VISION_RENAMES = [
     (r"^(video_model\.)?encoder\.layers\.", r"\1layers."),
@@ -72,7 +93,7 @@ XCLIP_RENAMES = [
     (r"^mit\.encoder\.layers\.", "video_model.mit.layers."),
     (r"^mit\.position_embedding$", "video_model.mit.position_embedding"),
     (r"^text_model\.embeddings\.", "text_model."),
-    (r"^text_model\.encoder\.layers\.", "text_model.transformer.layers."),
+    (r"^text_model\.encoder\.layers\.", "text_model.layers."),
     (r"^prompts_generator\.decoder\.(\d+)\.mlp\.0\.", r"prompts_generator.layers.\1.mlp.fc1."),
     (r"^prompts_generator\.decoder\.(\d+)\.mlp\.3\.", r"prompts_generator.layers.\1.mlp.fc2."),
     (r"^prompts_generator\.decoder\.", "prompts_generator.layers."),
@@ -99,8 +120,7 @@ XCLIP_VISION_CONFIG_FIELDS = [
     "mit_num_hidden_layers",
     "mit_num_attention_heads",
 ]
-# our VideoTextTransformerConfig field <- transformers' XCLIPConfig field (text ones from its text_config)
-XCLIP_TEXT_CONFIG_FIELDS = ["vocab_size", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id"]
+# our VideoTextTransformerConfig field <- transformers' XCLIPConfig field
 XCLIP_CONFIG_FIELDS = [
     "prompt_layers",
     "prompt_alpha",
@@ -160,6 +180,27 @@ def _clip_config(source_config) -> CLIPResidualTransformerConfig:
         is_causal=type(source_config).__name__ in ("CLIPTextConfig", "XCLIPTextConfig"),
         initializer_range=source_config.initializer_range,
     )
+
+
+def _clip_text_config(source_config) -> CLIPResidualTextConfig:
+    """transformers' CLIP and X-CLIP text models pool at the end-of-text token: the highest id when `eos_token_id` is
+    2 (their configs before transformers' PR #24773), else the first `eos_token_id`. Ours finds it as the highest
+    real id, the same token where the end-of-text token is the last of the vocabulary, as in every CLIP release."""
+    eos_token_id, vocab_size = source_config.eos_token_id, source_config.vocab_size
+    if eos_token_id not in (2, vocab_size - 1):
+        raise ValueError(
+            f"This text model pools at the first eos_token_id={eos_token_id}, which is not the highest id of its "
+            f"vocabulary ({vocab_size - 1}); ours pools at the highest id, so the outputs would differ."
+        )
+    fields = {name: getattr(source_config, name) for name in CLIP_TEXT_CONFIG_FIELDS}
+    return CLIPResidualTextConfig(is_causal=True, pooling="end_of_text", **fields)
+
+
+def convert_clip_text(model: PreTrainedModel) -> CLIPResidualTextModel:
+    """transformers' `CLIPTextModel`."""
+    config = _clip_text_config(model.config)
+    state_dict = rename_state_dict(model.state_dict(), CLIP_TEXT_RENAMES, dropped=[r"position_ids$"])
+    return _load_converted(CLIPResidualTextModel, config, state_dict, model.dtype)
 
 
 def convert_clip_encoder(encoder: torch.nn.Module) -> CLIPResidualTransformerModel:
@@ -273,8 +314,7 @@ def convert_xclip(model: PreTrainedModel) -> VideoTextTransformerModel:
         )
     config = VideoTextTransformerConfig(
         video_config=_video_config(vision, projection_dim=source.projection_dim, video_pooling="mit"),
-        text_config=_clip_config(text),
-        **{name: getattr(text, name) for name in XCLIP_TEXT_CONFIG_FIELDS},
+        text_config=_clip_text_config(text),
         **{name: getattr(source, name) for name in XCLIP_CONFIG_FIELDS},
     )
     state_dict = rename_state_dict(model.state_dict(), XCLIP_RENAMES)
@@ -308,10 +348,18 @@ LEGACY_RENAMES = [
     (r"\.mlp\.c_proj\.", ".mlp.fc2."),
 ]
 LEGACY_FUSED_PROJECTION = ("qkv_proj", ["q_proj", "k_proj", "v_proj"])
+# Before the CLIP text model was shared, the video-text model's text tower held its blocks in a transformer of its own
+# (text_model.transformer.resblocks.N, text_model.transformer.layers.N after LEGACY_RENAMES, which come first);
+# anchored at the root of that one model type, so that no other key of any model is renamed
+LEGACY_RENAMES_BY_MODEL_TYPE = {
+    VideoTextTransformerConfig.model_type: [(r"^text_model\.transformer\.layers\.", "text_model.layers.")],
+}
 
-def legacy_weight_transforms() -> list[WeightRenaming | WeightConverter]:
-    """transformers weight transforms from every earlier layout to the current one."""
-    renamings = [WeightRenaming(source, target) for source, target in LEGACY_RENAMES]
+
+def legacy_weight_transforms(model_type: str | None = None) -> list[WeightRenaming | WeightConverter]:
+    """transformers weight transforms from every earlier layout of `model_type`'s checkpoints to the current one."""
+    renames = [*LEGACY_RENAMES, *LEGACY_RENAMES_BY_MODEL_TYPE.get(model_type, [])]  # in order: they chain
+    renamings = [WeightRenaming(source, target) for source, target in renames]
     fused, split = LEGACY_FUSED_PROJECTION
     return [*renamings, WeightConverter(fused, split, operations=[Chunk(dim=0)])]
 
@@ -323,7 +371,7 @@ def register_legacy_checkpoint_formats(model_types: Iterable[str]) -> None:
     untouched: transformers keeps a checkpoint's name where the converted one is not in the model (tested).
     """
     for model_type in model_types:
-        register_checkpoint_conversion_mapping(model_type, legacy_weight_transforms(), overwrite=True)
+        register_checkpoint_conversion_mapping(model_type, legacy_weight_transforms(model_type), overwrite=True)
 
 
 # --- state dicts of the seeds' own libraries (they need torchvision, so only their weights pass through here) ---
@@ -410,6 +458,7 @@ def convert_timm_non_local_state_dict(state_dict: dict[str, torch.Tensor]) -> di
 CONVERTERS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
     "ViTModel": convert_vit,
     "ViTForImageClassification": convert_vit,
+    "CLIPTextModel": convert_clip_text,
     "CLIPEncoder": convert_clip_encoder,
     "CLIPEncoderLayer": convert_clip_encoder_layer,
     "DetrEncoderLayer": convert_detr_layer,
@@ -424,12 +473,12 @@ def from_transformers(model: torch.nn.Module) -> torch.nn.Module:
     """Our equivalent of a transformers model, with the same weights (outputs agree within 1e-5 in fp32).
 
     Supported: `ViTModel` -> `VisionTransformerModel`, `ViTForImageClassification` ->
-    `VisionTransformerForImageClassification`, `CLIPEncoder` -> `CLIPResidualTransformerModel` (causal when
-    it is a text encoder), and single layers into our layer modules: `CLIPEncoderLayer` ->
-    `CLIPResidualAttentionBlock`, `DetrEncoderLayer` / `DetrDecoderLayer` -> `DETRTransformerEncoderLayer` /
-    `DETRTransformerDecoderLayer`, `DetrModel` -> `DETRTransformerModel` (its transformer, without the CNN
-    backbone), `XCLIPVisionModel` -> `VideoTransformerModel` (frames pooled by their mean: it has no MIT) and
-    `XCLIPModel` -> `VideoTextTransformerModel`.
+    `VisionTransformerForImageClassification`, `CLIPTextModel` -> `CLIPResidualTextModel`, `CLIPEncoder` ->
+    `CLIPResidualTransformerModel` (causal when it is a text encoder), and single layers into our layer modules:
+    `CLIPEncoderLayer` -> `CLIPResidualAttentionBlock`, `DetrEncoderLayer` / `DetrDecoderLayer` ->
+    `DETRTransformerEncoderLayer` / `DETRTransformerDecoderLayer`, `DetrModel` -> `DETRTransformerModel` (its
+    transformer, without the CNN backbone), `XCLIPVisionModel` -> `VideoTransformerModel` (frames pooled by their
+    mean: it has no MIT) and `XCLIPModel` -> `VideoTextTransformerModel`.
     """
     is_transformers_model = type(model).__module__.startswith("transformers.models.")
     converter = CONVERTERS.get(type(model).__name__) if is_transformers_model else None

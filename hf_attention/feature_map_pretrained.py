@@ -17,7 +17,7 @@ from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
 from .checks import check_feature_map
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, parameter_dtype, resolve_forward_kwargs
 
 # --- weights ------------------------------------------------------------------------------------------------------
 
@@ -167,7 +167,7 @@ class FeatureAttentionPreTrainedModel(HFAttentionPreTrainedModel):
         if hidden_states is None:
             raise ValueError("hidden_states is required: a (batch, channels, height, width) feature map.")
         check_feature_map(hidden_states, self.config.num_channels, type(self).__name__)
-        hidden_states = hidden_states.to(self.dtype)
+        hidden_states = hidden_states.to(parameter_dtype(self, hidden_states.dtype))
         output = self.run_block(hidden_states, bool(kwargs["output_attentions"]))
         all_hidden_states = (hidden_states, output) if kwargs["output_hidden_states"] else None
         return self.output_class(last_hidden_state=output, hidden_states=all_hidden_states)

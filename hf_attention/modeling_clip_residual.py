@@ -67,6 +67,21 @@ class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
         self.layer_norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.mlp = FeedForward(hidden_size, intermediate_size or 4 * hidden_size, hidden_act)
 
+    @classmethod
+    def from_config(cls, config) -> "CLIPResidualAttentionBlock":
+        """A block of a stack whose config has CLIP's fields (hidden_size, num_attention_heads, intermediate_size,
+        hidden_act, layer_norm_eps, attention_dropout, is_causal), driven by that config's live backend."""
+        return cls(
+            config.hidden_size,
+            config.num_attention_heads,
+            config.intermediate_size,
+            hidden_act=config.hidden_act,
+            layer_norm_eps=config.layer_norm_eps,
+            attention_dropout=config.attention_dropout,
+            is_causal=config.is_causal,
+            config=config,
+        )
+
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | AttentionMask | None = None, **kwargs
     ) -> torch.Tensor:
@@ -104,19 +119,8 @@ class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
 
     def __init__(self, config: CLIPResidualTransformerConfig):
         super().__init__(config)
-        self.layers = nn.ModuleList(
-            CLIPResidualAttentionBlock(
-                config.hidden_size,
-                config.num_attention_heads,
-                config.intermediate_size,
-                hidden_act=config.hidden_act,
-                layer_norm_eps=config.layer_norm_eps,
-                attention_dropout=config.attention_dropout,
-                is_causal=config.is_causal,
-                config=config,
-            )
-            for _ in range(config.num_hidden_layers)
-        )
+        num_layers = config.num_hidden_layers
+        self.layers = nn.ModuleList(CLIPResidualAttentionBlock.from_config(config) for _ in range(num_layers))
         self.post_init()
 
     @capture_outputs

@@ -7,7 +7,8 @@ weights. Memory is O(hw(h + w)), not O((hw)^2); scores are computed in float32 w
 
 `output_attentions=True` returns one map per pass, (batch, 1, h * w, h + w): for query position (i, j) in row-major
 order, first its weights over column j (rows g = 0..h-1; the entry g = i is 0, the position counts in its row),
-then over row i (columns v = 0..w-1). Each row sums to 1. `visualize.criss_cross_dense` turns it into (h*w, h*w).
+then over row i (columns v = 0..w-1). Each row sums to 1. `hf_attention.apps.attention_maps.criss_cross_dense`
+turns it into (h*w, h*w).
 """
 
 import torch

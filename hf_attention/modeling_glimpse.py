@@ -32,7 +32,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .checks import check_pixel_values, is_compiling
 from .configuration_glimpse import RecurrentAttentionConfig, as_size_pair
-from .pretrained import HFAttentionPreTrainedModel, problem_type_of, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, parameter_dtype, problem_type_of, resolve_forward_kwargs
 
 
 class GlimpseSensor(nn.Module):
@@ -197,7 +197,7 @@ class LocationPolicy(nn.Module):
     def forward(self, hidden_state: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         mean = torch.tanh(F.linear(hidden_state.detach(), self.weight, self.bias)).float()
         locations = (mean + self.std * torch.randn_like(mean)).detach() if sample else mean.detach()
-        log_probs = torch.distributions.Normal(mean, self.std).log_prob(locations).sum(-1)
+        log_probs = torch.distributions.Normal(mean, self.std, validate_args=False).log_prob(locations).sum(-1)
         return locations.clamp(-1.0, 1.0), log_probs
 
 
@@ -342,8 +342,7 @@ class RecurrentAttentionModel(RecurrentAttentionPreTrainedModel):
         """
         kwargs = resolve_forward_kwargs(self, kwargs)
         check_pixel_values(pixel_values, self.config.num_channels)
-        weight = self.step.glimpse_network.what.weight
-        pixel_values = pixel_values.to(weight.dtype)
+        pixel_values = pixel_values.to(parameter_dtype(self, pixel_values.dtype))
         sample = self.training if sample_locations is None else sample_locations
         pyramid = self.step.sensor.build_pyramid(pixel_values)
         batch_size, image_size = pixel_values.shape[0], tuple(pixel_values.shape[-2:])

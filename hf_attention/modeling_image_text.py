@@ -2,7 +2,7 @@
 
 Data flow (ALBEF, Li et al. 2021; BLIP, Li et al. 2022):
 - images -> vision tower (our ViT) -> patch tokens; the pooled token, projected and normalised, is the image embedding;
-- texts -> text tower (CLIP's text transformer, or any transformers encoder such as BERT) -> token states; the
+- texts -> text tower (our CLIP text model, or any transformers encoder such as BERT) -> token states; the
   pooled text, projected and normalised, is the text embedding;
 - ITC: cosine similarities / temperature between every image and every text;
 - ITM: a fusion of cross-attention layers over one (image, text) pair (with `fusion_direction="text_to_image"` the text
@@ -27,131 +27,14 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import MultiHeadAttention
 from .checks import check_input_ids, check_pixel_values
-from .configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig, check_text_config
+from .configuration_clip_text import CLIPResidualTextConfig
+from .configuration_image_text import VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
 from .layers import FeedForward, contrastive_loss
 from .masks import build_attention_mask, validate_padding_mask
-from .modeling_clip_residual import CLIPResidualAttentionBlock
+from .modeling_clip_text import CLIPResidualTextModel
 from .modeling_vit import VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
-
-# --- the CLIP text tower ------------------------------------------------------------------------------------------
-
-
-class CLIPResidualTextModel(HFAttentionPreTrainedModel):
-    """CLIP's text tower: token + position embeddings -> CLIP residual blocks -> final layer norm.
-
-    `pooler_output` is the last real token's state when the tower is causal (CLIP reads its end-of-text token),
-    the first token's otherwise; a text that is all padding pools to zeros.
-    """
-
-    config: CLIPResidualTextConfig
-    config_class = CLIPResidualTextConfig
-    base_model_prefix = "text_model"
-    main_input_name = "input_ids"
-    input_modalities = ("text",)
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["CLIPResidualAttentionBlock"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
-    _can_record_outputs = {"hidden_states": CLIPResidualAttentionBlock, "attentions": MultiHeadAttention}
-
-    def __init__(self, config: CLIPResidualTextConfig):
-        super().__init__(config)
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.layers = nn.ModuleList(
-            CLIPResidualAttentionBlock(
-                config.hidden_size,
-                config.num_attention_heads,
-                config.intermediate_size,
-                hidden_act=config.hidden_act,
-                layer_norm_eps=config.layer_norm_eps,
-                attention_dropout=config.attention_dropout,
-                is_causal=config.is_causal,
-                config=config,
-            )
-            for _ in range(config.num_hidden_layers)
-        )
-        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.token_embedding
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        self.token_embedding = value
-
-    @property
-    def dummy_inputs(self) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(0)
-        input_ids = torch.randint(1, self.config.vocab_size, (2, 5), generator=generator)
-        return {"input_ids": input_ids, "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
-
-    @capture_outputs(tie_last_hidden_states=False)
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> BaseModelOutputWithPooling:
-        r"""
-        input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
-            Token ids from the tokenizer.
-        attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
-            1 for tokens to keep, 0 for padding (right padding: the pooled token is the last kept one).
-        position_ids (`torch.LongTensor` of shape `(batch_size, length)`, *optional*):
-            Positions of the tokens; 0, 1, 2, ... by default.
-        token_type_ids (`torch.LongTensor`, *optional*):
-            Accepted because BERT-style tokenizers return it; this tower has one segment, so only zeros are allowed.
-        """
-        kwargs = resolve_forward_kwargs(self, kwargs)
-        if input_ids is None:
-            raise ValueError("input_ids is required: a (batch, length) tensor of token ids from the tokenizer.")
-        check_input_ids(input_ids, self.config.vocab_size)
-        batch_size, length = input_ids.shape
-        if length > self.config.max_position_embeddings:
-            raise ValueError(
-                f"The texts are {length} tokens long but the model covers max_position_embeddings="
-                f"{self.config.max_position_embeddings}; truncate them "
-                "(tokenizer(..., truncation=True, max_length=...))."
-            )
-        if token_type_ids is not None and bool((token_type_ids != 0).any()):
-            raise ValueError("This text tower has a single segment: token_type_ids must be all zeros (or not passed).")
-        if attention_mask is not None:
-            attention_mask = validate_padding_mask(attention_mask, batch_size, length, "attention_mask")
-        if position_ids is None:
-            position_ids = torch.arange(length, device=input_ids.device)[None]
-        hidden_states = self.token_embedding(input_ids) + self.position_embedding(position_ids)
-        mask = build_attention_mask(
-            self.config._attn_implementation,
-            hidden_states,
-            key_padding_mask=attention_mask,
-            query_padding_mask=attention_mask,
-            is_causal=self.config.is_causal,
-        )
-        for block in self.layers:
-            hidden_states = block(hidden_states, attention_mask=mask, **kwargs)
-        hidden_states = self.final_layer_norm(hidden_states)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states, pooler_output=self._pool(hidden_states, mask)
-        )
-
-    def _pool(self, hidden_states: torch.Tensor, mask) -> torch.Tensor:
-        if mask is None:
-            return hidden_states[:, -1] if self.config.is_causal else hidden_states[:, 0]
-        keeps = mask.query_keeps
-        if self.config.is_causal:
-            index = (keeps.sum(dim=-1) - 1).clamp(min=0)
-        else:
-            index = keeps.long().argmax(dim=-1)
-        pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), index]
-        return torch.where(keeps.any(dim=-1, keepdim=True), pooled, 0.0)
-
 
 # --- the fusion ---------------------------------------------------------------------------------------------------
 
@@ -367,7 +250,7 @@ class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
         # the towers read the composite's sub-configs, so per-tower attn_implementation settings reach them
         self.vision_model.config = config.vision_config
         self.text_model.config = config.text_config
-        self.own_text_tower = isinstance(config.text_config, CLIPResidualTextConfig)
+        self.own_text_tower = is_clip_text_config(config.text_config)
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
         self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
@@ -495,9 +378,14 @@ def _load_tower(loader, name_or_path, kwargs) -> PreTrainedModel:
     return tower
 
 
-def build_text_model(text_config) -> PreTrainedModel:
+def is_clip_text_config(text_config) -> bool:
+    """Whether the text tower is our CLIP text model (which pools itself) rather than any transformers encoder."""
     # by model_type, not isinstance: under trust_remote_code the config class may come from another copy of the file
-    if text_config.model_type == CLIPResidualTextConfig.model_type:
+    return text_config.model_type == CLIPResidualTextConfig.model_type
+
+
+def build_text_model(text_config) -> PreTrainedModel:
+    if is_clip_text_config(text_config):
         return CLIPResidualTextModel(text_config)
     return AutoModel.from_config(text_config)
 
@@ -653,7 +541,6 @@ def _batched(encode, total: int, batch_size: int) -> BaseModelOutputWithPooling:
 
 
 __all__ = [
-    "CLIPResidualTextModel",
     "ImageTextFusion",
     "ImageTextFusionLayer",
     "ImageTextRanking",

@@ -107,6 +107,7 @@ class NadarayaWatsonPreTrainedModel(HFAttentionPreTrainedModel):
             "query_points": torch.linspace(0, 5, 6).expand(2, -1),
             "key_points": key_points,
             "key_values": torch.sin(key_points),
+            "attention_mask": torch.tensor([[1] * 8, [1] * 6 + [0] * 2]),  # the second sample's last keys are padding
         }
 
     @torch.no_grad()

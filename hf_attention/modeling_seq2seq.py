@@ -19,7 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, Seq2SeqLMO
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
-from .checks import check_input_ids
+from .checks import check_input_ids, is_compiling
 from .configuration_seq2seq import RecurrentSeq2SeqConfig
 from .masks import validate_padding_mask
 from .modeling_additive import AdditiveAttention
@@ -33,6 +33,8 @@ def source_lengths(attention_mask: torch.Tensor | None, input_ids: torch.Tensor)
     keep = validate_padding_mask(attention_mask, *input_ids.shape, "attention_mask").to(input_ids.device)
     lengths = keep.sum(-1)
     positions = torch.arange(keep.shape[1], device=keep.device)
+    if is_compiling():  # data-dependent checks would break the graph
+        return lengths
     if not torch.equal(keep, positions[None, :] < lengths[:, None]):
         raise ValueError("attention_mask must be right-padded: 1 for every token first, then 0 for the padding.")
     if (lengths == 0).any():

@@ -9,6 +9,10 @@ frames -> patch embeddings + class token + positions -> pre-norm -> layers, each
     tokens_f += mlp(norm(tokens_f))
 -> post-norm of every frame's class token -> projection -> MIT (frame embeddings + temporal positions -> transformer
 -> + residual -> mean over frames) -> the video embedding.
+
+Data flow of the video-text model: texts -> CLIP's text model (modeling_clip_text), read out at the token
+`text_config.pooling` names (X-CLIP's end-of-text token) -> projection -> + alpha * prompt generator(texts attending
+to the video's patch tokens) -> cosine similarity with the video embedding, scaled by exp(logit_scale).
 """
 
 from dataclasses import dataclass
@@ -25,10 +29,11 @@ from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import MultiHeadAttention
-from .checks import check_input_ids, check_pixel_values
+from .checks import check_pixel_values
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .layers import FeedForward, contrastive_loss, drop_path
-from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
+from .modeling_clip_residual import CLIPResidualAttentionBlock
+from .modeling_clip_text import CLIPResidualTextModel
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
 
 VIDEO_LAYOUT = "(batch, frames, channels, height, width)"
@@ -393,6 +398,16 @@ def init_clip_mlp(mlp: FeedForward, num_layers: int, factor: float) -> None:
     init.normal_(mlp.fc2.weight, std=width**-0.5 * (2 * num_layers) ** -0.5 * factor)
 
 
+def init_x_clip_text_weights(text_model: CLIPResidualTextModel, factor: float) -> None:
+    """X-CLIP's (CLIP's) initialisation of the text model. The text model is a model of its own, initialised by its
+    own `_init_weights` (every linear normal(initializer_range)) before its parent's runs this over it."""
+    init.normal_(text_model.token_embedding.weight, std=0.02 * factor)
+    init.normal_(text_model.position_embedding.weight, std=0.02 * factor)
+    for block in text_model.layers:
+        init_clip_attention(block.self_attn, len(text_model.layers), factor)
+        init_clip_mlp(block.mlp, len(text_model.layers), factor)
+
+
 class VideoTransformerPreTrainedModel(HFAttentionPreTrainedModel):
     config: VideoTransformerConfig
     config_class = VideoTransformerConfig
@@ -566,42 +581,6 @@ class VideoTransformerForVideoClassification(VideoTransformerPreTrainedModel):
         )
 
 
-class CLIPTextTower(nn.Module):
-    """CLIP's text encoder: token + position embeddings -> causal CLIP transformer -> final norm -> the text read out
-    at its highest token id (CLIP's end-of-text token), as X-CLIP reads it."""
-
-    def __init__(self, config: VideoTextTransformerConfig):
-        super().__init__()
-        width = config.text_config.hidden_size
-        self.vocab_size = config.vocab_size
-        self.token_embedding = nn.Embedding(config.vocab_size, width)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, width)
-        self.transformer = CLIPResidualTransformerModel(config.text_config)
-        self.final_layer_norm = nn.LayerNorm(width, eps=config.text_config.layer_norm_eps)
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, **kwargs) -> BaseModelOutputWithPooling:
-        if input_ids is None:
-            raise ValueError("input_ids is required: a (num_texts, length) tensor of token ids from the tokenizer.")
-        check_input_ids(input_ids, self.vocab_size)
-        length, max_length = input_ids.shape[1], self.position_embedding.num_embeddings
-        if length > max_length:
-            raise ValueError(f"The texts have {length} tokens, more than max_position_embeddings={max_length}.")
-        if position_ids is None:
-            position_ids = torch.arange(length, device=input_ids.device)[None]
-        embeddings = self.token_embedding(input_ids) + self.position_embedding(position_ids)
-        outputs = self.transformer(embeddings, attention_mask=attention_mask, **kwargs)
-        last_hidden_state = self.final_layer_norm(outputs.last_hidden_state)
-        keeps = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask != 0
-        end_of_text = input_ids.masked_fill(~keeps, -1).argmax(dim=-1)
-        pooled = last_hidden_state[torch.arange(input_ids.shape[0], device=input_ids.device), end_of_text]
-        return BaseModelOutputWithPooling(
-            last_hidden_state=last_hidden_state,
-            pooler_output=pooled,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
-
-
 @dataclass
 class VideoTextTransformerOutput(ModelOutput):
     r"""
@@ -663,9 +642,10 @@ class VideoTextTransformerPreTrainedModel(HFAttentionPreTrainedModel):
         video = self.config.video_config
         shape = (2, video.num_frames, video.num_channels, video.image_size, video.image_size)
         generator = torch.Generator().manual_seed(0)
-        input_ids = torch.randint(3, self.config.vocab_size, (3, 5), generator=generator)
+        text = self.config.text_config
+        input_ids = torch.randint(3, text.vocab_size, (3, 5), generator=generator)
         attention_mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 0]])
-        input_ids = input_ids.masked_fill(attention_mask == 0, self.config.pad_token_id or 0)
+        input_ids = input_ids.masked_fill(attention_mask == 0, text.pad_token_id or 0)
         return {
             "pixel_values": torch.randn(*shape, generator=generator),
             "input_ids": input_ids,
@@ -688,14 +668,8 @@ class VideoTextTransformerPreTrainedModel(HFAttentionPreTrainedModel):
         )
         if isinstance(module, VideoTransformerModel) and module.visual_projection is not None:
             init.normal_(module.visual_projection.weight, std=video.hidden_size**-0.5 * config.initializer_factor)
-        elif isinstance(module, CLIPTextTower):
-            init.normal_(module.token_embedding.weight, std=0.02 * config.initializer_factor)
-            init.normal_(module.position_embedding.weight, std=0.02 * config.initializer_factor)
-            blocks = module.transformer.layers  # a model of its own, initialised by its own rule until here
-            for block in blocks:
-                init_clip_attention(block.self_attn, len(blocks), config.initializer_factor)
-                init_clip_mlp(block.mlp, len(blocks), config.initializer_factor)
         elif isinstance(module, VideoTextTransformerModel):
+            init_x_clip_text_weights(module.text_model, config.initializer_factor)
             text_width = config.text_config.hidden_size
             init.normal_(module.text_projection.weight, std=text_width**-0.5 * config.initializer_factor)
             init.normal_(module.prompts_visual_projection, std=video.hidden_size**-0.5 * config.initializer_factor)
@@ -709,7 +683,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         super().__init__(config)
         video, embed_dim = config.video_config, config.projection_dim
         self.video_model = VideoTransformerModel(video)
-        self.text_model = CLIPTextTower(config)
+        self.text_model = CLIPResidualTextModel(config.text_config)
         self.text_projection = nn.Linear(config.text_config.hidden_size, embed_dim, bias=False)
         self.prompts_visual_layernorm = nn.LayerNorm(video.hidden_size, eps=video.layer_norm_eps)
         self.prompts_visual_projection = nn.Parameter(torch.empty(video.hidden_size, embed_dim))
@@ -743,12 +717,13 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPooling:
-        """The text tower's output; `pooler_output` is the projected text embedding (num_texts, projection_dim),
+        """The text model's output; `pooler_output` is the projected text embedding (num_texts, projection_dim),
         before the video-specific prompt (which needs a video)."""
         kwargs = resolve_forward_kwargs(self, kwargs)
-        outputs = self.text_model(input_ids, attention_mask, **kwargs)
+        outputs = self.text_model(input_ids, attention_mask, position_ids, **kwargs)
         outputs.pooler_output = self.text_projection(outputs.pooler_output)
         return outputs
 
@@ -838,7 +813,6 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
 
 
 __all__ = [
-    "CLIPTextTower",
     "CrossFrameAttentionLayer",
     "IntraFrameAttention",
     "MultiFrameIntegrationTransformer",

@@ -103,9 +103,13 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(f"Cannot save the model into {target}: it is a file, not a folder.")
         hub_options = {name: kwargs.pop(name) for name in HUB_OPTIONS if name in kwargs}
-        # transformers would write the layout a checkpoint was loaded from (or, for a model built here, the oldest one
-        # it can convert from): ours is always the current layout; `save_original_format=True` writes the old one
-        kwargs.setdefault("save_original_format", False)
+        if kwargs.pop("save_original_format", False):
+            raise ValueError(
+                "hf_attention saves its current layout only: the layouts earlier releases saved load converted, but "
+                "are never written again (save_original_format=True)."
+            )
+        # transformers would write the layout a checkpoint was loaded from, or the oldest one it converts from
+        kwargs["save_original_format"] = False
         if not is_main_process:
             return super().save_pretrained(target, *args, is_main_process=False, **kwargs)
         target.mkdir(parents=True, exist_ok=True)
@@ -281,6 +285,12 @@ def resolve_forward_kwargs(model: nn.Module, kwargs: dict) -> dict:
     kwargs["output_attentions"] = kwargs.get("output_attentions", model.config.output_attentions)
     kwargs["output_hidden_states"] = kwargs.get("output_hidden_states", model.config.output_hidden_states)
     return kwargs
+
+
+def parameter_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter, or `default` where it has none: transformers'
+    `model.dtype` raises once a quantizer has turned every layer into packed integer weights."""
+    return next((parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()), default)
 
 
 def problem_type_of(config, labels: torch.Tensor) -> str:

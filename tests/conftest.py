@@ -25,13 +25,15 @@ def _one_thread():
 
 
 def simulate_a_cpu_without_half_precision_kernels(monkeypatch):
-    """A CPU whose oneDNN has no bf16 or fp16 kernels (AVX2 only), whatever CPU runs the test."""
-    from hf_attention import fused_linear  # here, not at the top: the environment above must be set first
+    """A CPU whose oneDNN has no bf16 or fp16 kernels (AVX2 only), whatever CPU runs the test, as
+    `optimize_for_cpu`'s kernels see it."""
+    from hf_attention import cpu_optimization  # here, not at the top: the environment above must be set first
 
-    monkeypatch.setattr(fused_linear, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
-    monkeypatch.setattr(fused_linear, "CPU_BF16_DOT_PRODUCT_UNITS", None)
+    monkeypatch.setattr(cpu_optimization, "CPU_HAS_HALF_KERNELS", {torch.bfloat16: False, torch.float16: False})
+    monkeypatch.setattr(cpu_optimization, "HAS_ONEDNN_BF16_LINEAR", False)
+    monkeypatch.setattr(cpu_optimization, "CPU_BF16_DOT_PRODUCT_UNITS", None)
     # every matmul takes the float32 route, however few its rows, so that tiny test shapes exercise it
-    monkeypatch.setattr(fused_linear, "MIN_MULTIPLY_ADDS_PER_ELEMENT", 0)
+    monkeypatch.setattr(cpu_optimization, "MIN_MULTIPLY_ADDS_PER_ELEMENT", 0)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from transformers import AutoModelForImageClassification
 
 import hf_attention  # noqa: F401  (registers the Auto classes)
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: `pytest -m "not slow"` skips them
+
 ACCELERATE = shutil.which("accelerate")
 
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
-from padding_checks import MASK_IDS, bad_masks
 
 from hf_attention import AdditiveAttention, AdditiveAttentionConfig, AdditiveAttentionModel
 from hf_attention.masks import masked_softmax
@@ -146,13 +145,6 @@ def test_float16_inputs_of_ten_thousand_score_in_float32_and_stay_finite():
     half = model.half()(**half_inputs, output_attentions=True)
     assert torch.isfinite(half.last_hidden_state).all() and torch.isfinite(half.attentions[0]).all()
     torch.testing.assert_close(half.attentions[0].float(), expected.attentions[0], atol=2e-2, rtol=0)
-
-
-@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 5), ids=MASK_IDS)
-def test_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
-    model = AdditiveAttentionModel(AdditiveAttentionConfig.tiny())
-    with pytest.raises(ValueError, match=message):
-        model(**{**model.dummy_inputs, "encoder_attention_mask": mask})
 
 
 def test_the_old_name_of_qkv_bias_still_loads():

@@ -1,5 +1,7 @@
 """The attention core: every backend gives the same numbers, masks are exact, empty rows give zeros."""
 
+import copy
+
 import pytest
 import torch
 from conftest import BACKENDS
@@ -225,3 +227,22 @@ def test_flash_gets_its_two_dimensional_padding_mask_with_empty_rows_opened():
     assert mask.backend_mask.tolist() == [[True, True, False], [True, True, True]]
     # ...and its outputs are zeroed afterwards, like every padded query's
     assert mask.query_keeps.tolist() == [[True, True, False], [False, False, False]]
+
+
+@torch.no_grad()
+def test_column_sharded_projections_run_their_local_heads_as_a_tensor_parallel_plan_needs():
+    """colwise q/k/v and rowwise out_proj, as transformers' tensor-parallel plans shard them: each shard holds half the
+    heads, and the shards' partial outputs sum to the full one."""
+    attention = MultiHeadAttention(16, 4).eval()
+    hidden, mask = torch.randn(2, 5, 16), torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    expected = attention(hidden, attention_mask=mask)[0]
+    partial = []
+    for rows in (slice(0, 8), slice(8, 16)):  # heads 0-1, then heads 2-3
+        shard = copy.deepcopy(attention)
+        for projection in (shard.q_proj, shard.k_proj, shard.v_proj):
+            projection.weight = torch.nn.Parameter(projection.weight[rows])
+            projection.bias = torch.nn.Parameter(projection.bias[rows])
+        shard.out_proj.weight = torch.nn.Parameter(shard.out_proj.weight[:, rows])
+        shard.out_proj.bias = torch.nn.Parameter(torch.zeros(16))  # a rowwise layer adds its bias once
+        partial.append(shard(hidden, attention_mask=mask)[0])
+    torch.testing.assert_close(partial[0] + partial[1] + attention.out_proj.bias * mask[:, :, None], expected)

@@ -94,6 +94,7 @@ def test_loss_follows_problem_type(problem_type, labels, formula):
     torch.testing.assert_close(output.loss, formula(output.logits, labels))
 
 
+@pytest.mark.slow
 def test_trainer_lowers_the_loss_and_gradients_reach_the_blocks(tmp_path):
     torch.manual_seed(0)
     pixels = torch.randn(32, 3, 8, 8)
@@ -167,6 +168,7 @@ def test_impossible_configs_are_refused_with_the_reason(overrides, message):
         tiny_config(**overrides)
 
 
+@pytest.mark.slow
 def test_cli_trains_on_digits_and_saves_a_pipeline_ready_model(tmp_path, capsys):
     output_dir = tmp_path / "se"
     argv = ["train", "attention-cnn", "--attention", "squeeze_excitation", "--dataset", "digits", "--train-size", "200"]

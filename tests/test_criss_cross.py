@@ -13,7 +13,7 @@ from hf_attention import (
     build_attention_mask,
     dot_product_attention,
 )
-from hf_attention.apps.visualize import criss_cross_dense
+from hf_attention.apps.attention_maps import criss_cross_dense
 
 
 def criss_cross_pattern(height: int, width: int) -> torch.Tensor:

@@ -7,6 +7,8 @@ import pytest
 
 from hf_attention.apps.data import FASHION_MNIST_DIR
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: `pytest -m "not slow"` skips them
+
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
 # data that no pip install brings, by example, with the command that installs it
 SYSTEM_DATA = {"glimpse_translated_fashion_mnist.py": (FASHION_MNIST_DIR, "apt-get install -y dataset-fashion-mnist")}

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from padding_checks import MASK_IDS, bad_masks, keep_first
+from padding_checks import keep_first
 
 from hf_attention import FeatureMapCrossAttention, FeatureMapCrossAttentionConfig, FeatureMapCrossAttentionModel
 
@@ -47,13 +47,6 @@ def test_nan_in_padded_context_tokens_never_reaches_the_feature_map():
         model.set_attn_implementation(implementation)
         torch.testing.assert_close(model(**inputs).last_hidden_state, clean.last_hidden_state, atol=1e-6, rtol=1e-6)
     assert [state.shape for state in clean.hidden_states] == [(2, 3, 4, 5)] * 2, "the map before and after"
-
-
-@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 6), ids=MASK_IDS)
-def test_context_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
-    model = FeatureMapCrossAttentionModel(FeatureMapCrossAttentionConfig.tiny())
-    with pytest.raises(ValueError, match=message):
-        model(**{**model.dummy_inputs, "encoder_attention_mask": mask})
 
 
 def test_bad_inputs_raise_errors_that_name_the_problem():

@@ -213,6 +213,7 @@ def write_fashion_mnist(folder, train=16, test=8):
                 handle.write(header + array.astype(np.uint8).tobytes())
 
 
+@pytest.mark.slow
 def test_trainer_logs_the_mean_reward_next_to_the_loss(tmp_path):
     model = RecurrentAttentionForImageClassification(RecurrentAttentionConfig.tiny(num_channels=3, num_labels=10))
     write_fashion_mnist(tmp_path)
@@ -229,6 +230,7 @@ def test_trainer_logs_the_mean_reward_next_to_the_loss(tmp_path):
     assert len(logged) == 2 and all(0 <= entry["reward"] <= 1 and entry["reward"] * 8 % 1 == 0 for entry in logged)
 
 
+@pytest.mark.slow
 def test_train_glimpse_job_to_pipeline_and_picture(tmp_path, capsys):
     write_fashion_mnist(tmp_path)
     output_dir = tmp_path / "glimpse"

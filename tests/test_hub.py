@@ -24,6 +24,8 @@ from safetensors.torch import load, load_file
 
 import hf_attention
 
+pytestmark = pytest.mark.slow  # subprocesses and training runs: `pytest -m "not slow"` skips them
+
 TESTS = Path(__file__).parent
 NAMESPACE = "test-user"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

@@ -1,5 +1,6 @@
 """The cross-attention image-text model: ITC/ITM numbers against formulas and references, the pipeline, Trainer,
-pretrained parts, and bad input. The REGISTRY-wide contract (tests/test_modeling_common.py) covers the rest."""
+pretrained parts, and bad input. The CLIP text model has its own file (tests/test_clip_text.py); the REGISTRY-wide
+contract (tests/test_modeling_common.py) covers the rest."""
 
 import re
 
@@ -9,8 +10,6 @@ from huggingface_hub.errors import StrictDataclassClassValidationError
 from torch import nn
 from transformers import (
     BertConfig,
-    CLIPTextConfig,
-    CLIPTextModel,
     GPT2Config,
     Trainer,
     TrainingArguments,
@@ -20,14 +19,12 @@ from transformers import (
 
 from hf_attention import (
     CLIPResidualTextConfig,
-    CLIPResidualTextModel,
     VisionTextCrossAttentionConfig,
     VisionTextCrossAttentionForImageTextRetrieval,
     VisionTextCrossAttentionModel,
     VisionTransformerConfig,
     VisionTransformerModel,
 )
-from hf_attention.conversion import rename_state_dict
 
 TINY_BERT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
 
@@ -119,36 +116,6 @@ def test_rank_scores_by_itc_and_reranks_the_top_k_by_itm():
         assert set(top.tolist()) == set(itc_only.indices[image, :3].tolist())
     by_text = model.rank(**inputs, query="text", top_k=2)
     assert by_text.indices.shape == (5, 3)
-
-
-def test_clip_text_tower_matches_transformers_clip_text_model():
-    reference_config = CLIPTextConfig(
-        vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=16, bos_token_id=1, pad_token_id=0, eos_token_id=59, attn_implementation="eager",
-    )  # fmt: skip
-    reference = CLIPTextModel(reference_config).eval()
-    ours = CLIPResidualTextModel(
-        CLIPResidualTextConfig(
-            vocab_size=60,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=16,
-            layer_norm_eps=reference_config.layer_norm_eps,
-        )  # fmt: skip
-    ).eval()
-    renames = [(r"^(text_model\.)?(embeddings|encoder)\.", ""), (r"^text_model\.", "")]  # the layers keep CLIP's names
-    state_dict = rename_state_dict(reference.state_dict(), renames, dropped=[r"position_ids$"])
-    ours.load_state_dict(state_dict, strict=True)
-    input_ids = torch.tensor([[5, 9, 13, 59, 0, 0], [7, 8, 9, 10, 11, 59]])
-    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
-    with torch.no_grad():
-        expected = reference(input_ids, attention_mask=mask)
-        got = ours(input_ids, attention_mask=mask)
-    kept = mask.bool()
-    torch.testing.assert_close(got.last_hidden_state[kept], expected.last_hidden_state[kept], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(got.pooler_output, expected.pooler_output, atol=1e-5, rtol=1e-5)
 
 
 def test_sdpa_agrees_with_eager_and_attention_maps_are_real():

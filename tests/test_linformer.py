@@ -3,7 +3,6 @@
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
-from padding_checks import MASK_IDS, bad_masks
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
@@ -123,12 +122,6 @@ def test_nan_in_padded_tokens_never_reaches_the_projected_keys(implementation):
     clean = model(x, mask).last_hidden_state
     x[1, 5:] = float("nan")
     torch.testing.assert_close(model(x, mask).last_hidden_state, clean, atol=1e-6, rtol=1e-6)
-
-
-@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 5), ids=MASK_IDS)
-def test_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
-    with pytest.raises(ValueError, match=message):
-        LinformerSelfAttentionModel(LinformerConfig.tiny())(torch.randn(2, 5, 16), mask)
 
 
 def test_bad_inputs_and_settings_raise_errors_that_name_the_problem():

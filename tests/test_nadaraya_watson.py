@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
-from padding_checks import MASK_IDS, bad_masks
 from safetensors.torch import load_file
+from test_modeling_common import float_inputs
 from transformers import AutoModel
 
 from hf_attention import NadarayaWatsonAttention, NadarayaWatsonConfig, NadarayaWatsonModel
@@ -46,6 +46,7 @@ def fit_bandwidth(model: NadarayaWatsonModel, x_train, y_train, steps: int) -> N
         optimizer.step()
 
 
+@pytest.mark.slow
 def test_learned_bandwidth_beats_the_unparameterised_kernel_on_1d_regression():
     x_train, y_train, x_test, y_test = regression_problem()
     learned = NadarayaWatsonModel(NadarayaWatsonConfig())
@@ -66,12 +67,12 @@ def test_learned_bandwidth_beats_the_unparameterised_kernel_on_1d_regression():
 @torch.no_grad()
 def test_nadaraya_watson_masks_in_half_precision_and_zeroes_empty_rows(dtype):
     model = NadarayaWatsonModel(NadarayaWatsonConfig.tiny()).eval()
-    inputs = model.dummy_inputs
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[0, 4:], mask[1] = 0, 0
-    expected = model(**inputs, attention_mask=mask, output_attentions=True)
+    inputs = {**model.dummy_inputs, "attention_mask": mask}
+    expected = model(**inputs, output_attentions=True)
     model.to(dtype)
-    half = model(**{k: v.to(dtype) for k, v in inputs.items()}, attention_mask=mask, output_attentions=True)
+    half = model(**float_inputs(inputs, dtype), output_attentions=True)
     assert (half.attentions[0][0, ..., 4:] == 0).all() and (half.last_hidden_state[1] == 0).all()
     assert (expected.last_hidden_state[1] == 0).all() and torch.isfinite(half.last_hidden_state).all()
     torch.testing.assert_close(half.last_hidden_state.float(), expected.last_hidden_state, atol=5e-2, rtol=5e-2)
@@ -129,9 +130,9 @@ def test_nan_in_padded_key_points_and_values_never_reaches_a_prediction():
     inputs = model.dummy_inputs
     mask = torch.ones(2, 8, dtype=torch.long)
     mask[1, 5:] = 0
-    clean = model(**inputs, attention_mask=mask).last_hidden_state
+    clean = model(**{**inputs, "attention_mask": mask}).last_hidden_state
     inputs["key_points"][1, 5:], inputs["key_values"][1, 5:] = float("nan"), float("inf")
-    torch.testing.assert_close(model(**inputs, attention_mask=mask).last_hidden_state, clean, rtol=0, atol=0)
+    torch.testing.assert_close(model(**{**inputs, "attention_mask": mask}).last_hidden_state, clean, rtol=0, atol=0)
 
 
 @torch.no_grad()
@@ -139,16 +140,9 @@ def test_float16_points_far_apart_score_in_float32_and_stay_finite():
     model = NadarayaWatsonModel(NadarayaWatsonConfig.tiny()).eval()
     inputs = model.dummy_inputs
     inputs["query_points"], inputs["key_points"] = inputs["query_points"] * 100, inputs["key_points"] * 100
-    half_inputs = {name: value.half() for name, value in inputs.items()}
+    half_inputs = float_inputs(inputs, torch.float16)
     # squared distances up to 2.5e5, beyond float16's 65504: scored in float16 they would all be -inf
-    expected = model(**{name: value.float() for name, value in half_inputs.items()}).last_hidden_state
+    expected = model(**float_inputs(half_inputs, torch.float32)).last_hidden_state
     half = model.half()(**half_inputs).last_hidden_state
     assert torch.isfinite(half).all()
     torch.testing.assert_close(half.float(), expected, atol=1e-2, rtol=1e-2)
-
-
-@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 8), ids=MASK_IDS)
-def test_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
-    model = NadarayaWatsonModel(NadarayaWatsonConfig.tiny())
-    with pytest.raises(ValueError, match=message):
-        model(**model.dummy_inputs, attention_mask=mask)

@@ -54,6 +54,7 @@ def test_digits_split_is_stratified_and_complete():
     assert image.size == (8, 8) and max(image.getdata()) <= 255
 
 
+@pytest.mark.slow
 def test_train_vit_end_to_end_then_load_and_pipeline(tmp_path, capsys):
     output_dir = tmp_path / "vit"
     argv = ["train", "vit", "--output-dir", str(output_dir), "--epochs", "0.25", "--hidden-size", "32",

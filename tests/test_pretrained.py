@@ -5,8 +5,15 @@ import json
 import pytest
 import torch
 import transformers.modeling_utils
+from safetensors import safe_open
+from safetensors.torch import save_file
 
-from hf_attention import VisionTransformerConfig, VisionTransformerForImageClassification
+from hf_attention import (
+    CLIPResidualTransformerConfig,
+    CLIPResidualTransformerModel,
+    VisionTransformerConfig,
+    VisionTransformerForImageClassification,
+)
 from hf_attention.pretrained import classification_loss
 
 
@@ -76,3 +83,71 @@ def test_the_loss_matches_cross_entropy_and_honours_num_items_in_batch():
         classification_loss(torch.tensor([1, 0, 1, 0]), logits[:, :1], regression)
     with pytest.raises(ValueError, match="targets in \\[0, 1\\]"):
         classification_loss(torch.full((4, 3), 2.0), logits, config)
+
+
+@pytest.mark.parametrize("truncate", [True, False])
+def test_corrupt_or_truncated_checkpoint_names_the_problem(tmp_path, truncate):
+    tiny().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if truncate else b"not a safetensors file at all")
+    with pytest.raises(OSError, match="corrupt or truncated"):
+        VisionTransformerForImageClassification.from_pretrained(tmp_path)
+
+
+def test_missing_checkpoint_is_reported(tmp_path):
+    tiny().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(OSError, match="model.safetensors"):
+        VisionTransformerForImageClassification.from_pretrained(tmp_path)
+
+
+# --- checkpoints of earlier releases ----------------------------------------------------------------------------
+
+
+def fused_projections(state_dict: dict, attention: str) -> dict:
+    """The layout before the plain layers: each `<attention>.q_proj/k_proj/v_proj` stored as one `qkv_proj`."""
+    old = {}
+    for name, tensor in state_dict.items():
+        prefix, projection, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", "", name)
+        if prefix.endswith(attention) and projection in ("q_proj", "k_proj", "v_proj"):
+            if projection == "q_proj":
+                parts = [state_dict[f"{prefix}.{which}.{kind}"] for which in ("q_proj", "k_proj", "v_proj")]
+                old[f"{prefix}.qkv_proj.{kind}"] = torch.cat(parts)
+            continue
+        old[name] = tensor
+    return old
+
+
+# our CLIP block's names -> OpenAI's, which the earlier releases used
+OPENAI_CLIP_NAMES = [("layers.", "resblocks."), (".layer_norm1.", ".ln_1."), (".layer_norm2.", ".ln_2."),
+                     (".self_attn.", ".attn."), (".mlp.fc1.", ".mlp.c_fc."), (".mlp.fc2.", ".mlp.c_proj.")]  # fmt: skip
+
+
+def write_old_checkpoint(model, state_dict: dict, folder) -> None:
+    folder.mkdir()
+    model.config.save_pretrained(folder)
+    save_file({name: tensor.contiguous() for name, tensor in state_dict.items()}, folder / "model.safetensors")
+
+
+@torch.no_grad()
+def test_checkpoints_of_the_fused_qkv_and_openai_clip_layouts_load_and_give_the_same_outputs(tmp_path):
+    vit = tiny(0)
+    vit_state = fused_projections(vit.state_dict(), "attention")
+    assert "vit.layers.0.attention.qkv_proj.weight" in vit_state
+    clip = CLIPResidualTransformerModel(CLIPResidualTransformerConfig.tiny(is_causal=True)).eval()
+    clip_state = {}
+    for name, tensor in fused_projections(clip.state_dict(), "self_attn").items():
+        for new, old in OPENAI_CLIP_NAMES:
+            name = name.replace(new, old)
+        clip_state[name] = tensor
+    assert "resblocks.0.attn.qkv_proj.weight" in clip_state and "resblocks.0.mlp.c_fc.weight" in clip_state
+    for model, state_dict in ((vit, vit_state), (clip, clip_state)):
+        folder = tmp_path / type(model).__name__
+        write_old_checkpoint(model, state_dict, folder)
+        loaded, info = type(model).from_pretrained(folder, output_loading_info=True)
+        assert not info["missing_keys"] and not info["unexpected_keys"]
+        inputs = model.dummy_inputs
+        torch.testing.assert_close(loaded.eval()(**inputs).to_tuple(), model(**inputs).to_tuple(), atol=0, rtol=0)
+        loaded.save_pretrained(tmp_path / "resaved")  # a loaded old checkpoint is saved in the current layout
+        assert set(safe_open(tmp_path / "resaved" / "model.safetensors", "pt").keys()) == set(model.state_dict())

@@ -4,7 +4,6 @@ import pytest
 import torch
 from datasets import Dataset
 from huggingface_hub.errors import StrictDataclassClassValidationError
-from padding_checks import MASK_IDS, bad_masks
 from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForSeq2SeqLM, Trainer, TrainingArguments
 
@@ -42,6 +41,7 @@ def collate(examples: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("context", ["additive", "fixed"])
 def test_a_few_trainer_steps_lower_the_loss(tmp_path, context):
     model = tiny_model(context=context).train()
@@ -181,12 +181,6 @@ def test_resize_token_embeddings_resizes_both_tables_and_the_lm_head():
     table = torch.nn.Embedding(17, 8)
     model.set_input_embeddings(table)
     assert model.model.encoder.embed_tokens is table and model.get_input_embeddings() is table
-
-
-@pytest.mark.parametrize(("kind", "mask", "message"), bad_masks(2, 4), ids=MASK_IDS)
-def test_masks_that_are_not_zero_one_of_batch_by_length_are_refused(kind, mask, message):
-    with pytest.raises(ValueError, match=message):
-        tiny_model()(torch.randint(3, 13, (2, 4)), mask, decoder_input_ids=torch.full((2, 1), START))
 
 
 def test_labels_are_checked_and_all_ignored_labels_give_a_zero_loss():

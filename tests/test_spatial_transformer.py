@@ -29,6 +29,6 @@ def test_init_weights_puts_the_regressor_back_to_the_identity():
     with torch.no_grad():
         model.block.theta.weight.normal_()
         model.block.theta.bias.normal_()
-    model.block.theta.init_start_values()
+    model.block.init_start_values()
     assert not model.block.theta.weight.any()
     torch.testing.assert_close(model.block.theta.bias, torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))

@@ -14,20 +14,19 @@ from hf_attention import (
     VisionTransformerConfig,
     VisionTransformerForImageClassification,
 )
-from hf_attention.apps.cli import main
-from hf_attention.apps.show import show
-from hf_attention.apps.training import make_image_processor
-from hf_attention.apps.visualize import (
-    affine_source_points,
+from hf_attention.apps.attention_maps import (
     attention_rollout,
     criss_cross_dense,
     criss_cross_maps,
     feature_cell,
-    overlay_attention,
     query_attention_map,
     record_feature_attention,
     vit_attention_maps,
 )
+from hf_attention.apps.cli import main
+from hf_attention.apps.drawing import affine_source_points, overlay_attention
+from hf_attention.apps.show import show
+from hf_attention.apps.training import make_image_processor
 
 pytest.importorskip("matplotlib")
 
@@ -91,6 +90,7 @@ def test_vit_maps_are_the_models_attentions_for_the_pooled_query(pooling):
     assert maps.query == ("class token" if pooling == "cls" else "mean of patches")
 
 
+@pytest.mark.slow
 def test_show_writes_a_png_of_the_panel_grid_and_reads_built_in_images(tmp_path, digit_png, capsys):
     model = VisionTransformerForImageClassification(VisionTransformerConfig.tiny(num_channels=3)).eval()
     folder = save_with_processor(model, tmp_path / "vit", 16)
@@ -290,7 +290,7 @@ def test_video_maps_are_the_models_class_token_and_cross_frame_attention(tmp_pat
     from transformers import VideoMAEImageProcessorPil
 
     from hf_attention import VideoTransformerConfig, VideoTransformerForVideoClassification
-    from hf_attention.apps.visualize import video_attention_maps
+    from hf_attention.apps.attention_maps import video_attention_maps
 
     model = VideoTransformerForVideoClassification(VideoTransformerConfig.tiny()).eval()  # 3 frames, 2x2 patches
     with torch.no_grad():
@@ -316,7 +316,8 @@ def test_video_maps_are_the_models_class_token_and_cross_frame_attention(tmp_pat
 
 def test_glimpse_path_is_the_policys_mean_path(tmp_path, digit_png):
     from hf_attention import RecurrentAttentionConfig, RecurrentAttentionForImageClassification
-    from hf_attention.apps.visualize import draw_glimpse, draw_glimpse_paths
+    from hf_attention.apps.visualize import draw_glimpse
+    from hf_attention.apps.visualize_glimpse import draw_glimpse_paths
 
     model = RecurrentAttentionForImageClassification(RecurrentAttentionConfig.tiny(num_channels=3)).eval()
     folder = save_with_processor(model, tmp_path / "glimpse", 16)
@@ -340,9 +341,9 @@ def test_image_text_word_maps_are_the_fusions_cross_attention(tmp_path, digit_pn
         VisionTextCrossAttentionForImageTextRetrieval,
         VisionTransformerConfig,
     )
+    from hf_attention.apps.attention_maps import image_text_word_maps
     from hf_attention.apps.data_image_text import train_caption_tokenizer
     from hf_attention.apps.show import load_model_and_processor, tokenize_caption
-    from hf_attention.apps.visualize import image_text_word_maps
 
     tokenizer = train_caption_tokenizer(["grinning face", "red apple", "face with tears of joy"], vocab_size=60)
     vision = VisionTransformerConfig.tiny(num_channels=3).to_dict()

@@ -151,7 +151,8 @@ def build_model(args: argparse.Namespace, train_captions: list[str]):
     """The retrieval model and its tokenizer, as `args` say."""
     from transformers import AutoTokenizer
 
-    from ..configuration_image_text import CLIPResidualTextConfig, VisionTextCrossAttentionConfig
+    from ..configuration_clip_text import CLIPResidualTextConfig
+    from ..configuration_image_text import VisionTextCrossAttentionConfig
     from ..configuration_vit import VisionTransformerConfig
     from ..modeling_image_text import VisionTextCrossAttentionForImageTextRetrieval
     from ..modeling_vit import VisionTransformerModel

@@ -1,6 +1,6 @@
 """Pictures of where a glimpse model looked: every glimpse's retina boxes over the image, numbered in order.
 
-Needs only Pillow. `hf_attention.visualize` re-exports `draw_glimpse_paths`.
+Needs only Pillow (no matplotlib), so the glimpse training job draws with it too.
 """
 
 from collections.abc import Sequence
