@@ -11,8 +11,8 @@ per-round ratios to transformers (clips per second): "ratio" for the plain model
 round. Peak memory (inference) is the rise of the resident set size over one forward pass, measured in a child process
 (the kernel's peak-RSS counter is reset before it; glibc's mmap threshold is pinned there so that freed tensors leave
 the resident set instead of being silently reused: pinned in the timed process, it made every large tensor page-fault
-in all three models and halved their throughput). A report that `--out` replaces is kept in the new one, under
-"previous".
+in all three models and halved their throughput). The timed process keeps freed memory mapped instead
+(`_environment.keep_freed_memory_mapped`). A report that `--out` replaces is kept in the new one, under "previous".
 
     python benchmarks/bench_video.py                       # S/16, as in the README (slow on a shared CPU)
     python benchmarks/bench_video.py --hidden-size 192 --num-layers 4 --num-heads 3 --out /tmp/small.json
@@ -29,7 +29,7 @@ import time
 from contextlib import nullcontext
 
 import torch
-from _environment import environment, write_report
+from _environment import environment, keep_freed_memory_mapped, write_report
 from transformers import XCLIPVisionConfig, XCLIPVisionModel
 
 from hf_attention import from_transformers, optimize_for_cpu
@@ -227,4 +227,5 @@ def markdown_table(results: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+    keep_freed_memory_mapped()
     main()

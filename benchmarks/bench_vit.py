@@ -11,7 +11,8 @@ half dtype on a CPU without kernels for it). Cases: inference in float32 (eager,
 (sdpa), a training step (forward + backward) in float32 and under bfloat16 autocast, and inference under
 `torch.compile` (inductor). `--against-timm` adds timm's
 `vit_small_patch16_224` (random weights, same shapes; timm needs the second venv of
-benchmarks/setup_reference_venv.sh). A report that `--out` replaces is kept in the new one, under "previous".
+benchmarks/setup_reference_venv.sh). Freed memory stays mapped (`_environment.keep_freed_memory_mapped`), so that
+page faults do not decide the comparison. A report that `--out` replaces is kept in the new one, under "previous".
 
     python benchmarks/bench_vit.py                      # ViT-S/16, 224x224, batch 8, every case
     python benchmarks/bench_vit.py --cases bf16 --rounds 3              # bf16 inference only
@@ -27,7 +28,7 @@ from contextlib import nullcontext
 
 import torch
 import transformers
-from _environment import environment, write_report
+from _environment import environment, keep_freed_memory_mapped, write_report
 from transformers import ViTConfig, ViTForImageClassification
 
 from hf_attention import from_transformers, optimize_for_cpu
@@ -226,4 +227,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    keep_freed_memory_mapped()
     main()

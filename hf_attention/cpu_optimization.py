@@ -21,8 +21,8 @@ Each route is taken only where it was measured to win (`benchmarks/bench_vit.py`
   convert to float32 exactly, so a float32 kernel on the converted operands computes the same products and sums (in
   its own order), and its result is rounded to bf16 once, as the bf16 kernel rounds it (`on_float32_kernels`). Linear
   layers and convolutions take the route in their own forward; the matmuls that model code calls as functions (eager
-  attention's among them) take it through a torch function mode, entered around the optimized model's forward while
-  it computes in such a dtype (`_FunctionalMatmuls`).
+  attention's among them) take it through a torch function mode, entered around the forward of the modules that call
+  them while they compute in such a dtype (`_FunctionalMatmuls`, `FUNCTIONAL_MATMUL_MODULES`).
 - CLIP's QuickGELU: x * sigmoid(1.702 x) is silu(1.702 x) / 1.702, one pass instead of three, with both scalings
   riding on the matmuls as `addmm`'s alpha.
 - attention ("sdpa" only): bfloat16 runs eagerly where PyTorch's CPU flash kernel is slower, and float16 runs that
@@ -44,9 +44,27 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.activations import ACT2CLS, GELUActivation, QuickGELUActivation, SiLUActivation
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from .attention import MultiHeadAttention, current_implementation
 from .layers import FeedForward
+from .modeling_additive import AdditiveAttention
+from .modeling_glimpse import LocationPolicy
+from .modeling_linformer import LinformerSelfAttention
+from .modeling_nadaraya_watson import NadarayaWatsonAttention
+from .modeling_spatial_transformer import SpatialTransformer
+from .modeling_video import VideoTextTransformerModel
 
 ATTENTION_IMPLEMENTATION = "hf_attention_cpu"
+# the modules whose own code calls matmuls (or affine grids) in the model's dtype as functions, not through a layer:
+# eager attention and attention pooling, Linformer's projection, the STN's grid, the glimpse policy's linear map,
+# X-CLIP's prompt projection and logits. What other families call as functions runs in float32 already.
+FUNCTIONAL_MATMUL_MODULES = (
+    MultiHeadAttention,
+    AdditiveAttention,
+    NadarayaWatsonAttention,
+    SpatialTransformer,
+    LocationPolicy,
+    VideoTextTransformerModel,
+)
 QUICK_GELU_SLOPE = 1.702
 
 
@@ -97,7 +115,8 @@ AMX_EAGER_TRAINING_MAX_SCORES = 2**24
 
 def optimize_for_cpu(model: nn.Module) -> nn.Module:
     """`model`, with its layers swapped in place for the CPU kernels of this module, "sdpa" attention switched to
-    `ATTENTION_IMPLEMENTATION`, and forward hooks that route its functional matmuls in an emulated half dtype. Call
+    `ATTENTION_IMPLEMENTATION`, and forward hooks on the modules that call matmuls as functions, which route them in
+    an emulated half dtype. Call
     it before or after `.to(dtype)`: the routes are chosen per call, from the tensors. Calling it again changes
     nothing; `set_attn_implementation("sdpa")` afterwards switches back to PyTorch's SDPA.
 
@@ -107,10 +126,15 @@ def optimize_for_cpu(model: nn.Module) -> nn.Module:
         if swapped is not None:
             module.__class__ = swapped  # the instance keeps its parameters, buffers, hooks and names
     _switch_sdpa_attention(model)
-    if _enter_functional_matmuls not in model._forward_pre_hooks.values():
-        model.register_forward_pre_hook(_enter_functional_matmuls)
-        model.register_forward_hook(_leave_functional_matmuls, always_call=True)
+    for module in model.modules():
+        if isinstance(module, FUNCTIONAL_MATMUL_MODULES) and _enter_functional_matmuls not in _pre_hooks(module):
+            module.register_forward_pre_hook(_enter_functional_matmuls, with_kwargs=True)
+            module.register_forward_hook(_leave_functional_matmuls, always_call=True)
     return model
+
+
+def _pre_hooks(module: nn.Module) -> list:
+    return list(module._forward_pre_hooks.values())
 
 
 def _switch_sdpa_attention(model: nn.Module) -> None:
@@ -188,10 +212,12 @@ class _FunctionalMatmuls(TorchFunctionMode):
     """The matmuls that model code calls as functions (eager attention, attention pooling, Linformer's projection,
     X-CLIP's prompt projection, a policy's linear map, affine sampling grids), on `routed`'s float32 kernels: layers
     can be swapped, function calls cannot. Affine grids are then more exact than aten's fp16 ones, which round the
-    base grid before the product. Entered around the optimized model's forward only while it computes in an emulated
-    half dtype: the mode sees every torch call, at a few microseconds each, 0.1-0.3 ms of a forward. That costs the
-    sub-millisecond models of the catalogue up to 1.7x their time (MultiHeadAttentionModel in fp16, 0.94 against 1.26
-    ms by hand; `benchmarks/results/half_precision_cpu.json`) and nothing measurable from a few milliseconds up."""
+    base grid before the product. The mode sees every torch call, at a few microseconds each: entered around a whole
+    model's forward, it made the small models of the catalogue 1.2-2.3x slower in fp16, so it is entered only around
+    the forward of `FUNCTIONAL_MATMUL_MODULES`, only while they compute in an emulated half dtype, and not around an
+    attention whose kernel is the registered one (`cpu_attention_forward` routes it already). Sub-millisecond models
+    whose attention is all functional (additive, Nadaraya-Watson, the glimpse policy) still pay 0.1-0.4 ms a forward
+    (`benchmarks/results/half_precision_cpu.json`)."""
 
     def __init__(self, owner: int):
         super().__init__()
@@ -223,12 +249,32 @@ _FUNCTIONAL_ROUTES = {
 }
 
 
-def _enter_functional_matmuls(module: nn.Module, args) -> None:
-    dtype = next((parameter.dtype for parameter in module.parameters() if parameter.is_floating_point()), None)
-    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else dtype
-    if CPU_HAS_HALF_KERNELS.get(dtype, True) or torch.compiler.is_compiling() or torch.jit.is_tracing():
+def _compute_dtype(args: tuple, kwargs: dict) -> torch.dtype | None:
+    """autocast's dtype, or that of a forward's first floating-point input."""
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu")
+    tensors = (value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor))
+    return next((tensor.dtype for tensor in tensors if tensor.is_floating_point()), None)
+
+
+def _enter_functional_matmuls(module: nn.Module, args, kwargs) -> None:
+    emulated = not CPU_HAS_HALF_KERNELS.get(_compute_dtype(args, kwargs), True)
+    if not emulated or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return  # float32, a half dtype with kernels, or a graph being traced: no mode, no cost
-    _FunctionalMatmuls(id(module)).__enter__()
+    if isinstance(module, MultiHeadAttention) and _runs_registered_kernel(module, kwargs):
+        return
+    if not isinstance(_get_current_function_mode(), _FunctionalMatmuls):  # an enclosing module's mode covers it
+        _FunctionalMatmuls(id(module)).__enter__()
+
+
+def _runs_registered_kernel(attention: MultiHeadAttention, kwargs: dict) -> bool:
+    """Whether all the attention's matmuls are its layers' and `cpu_attention_forward`'s: not eager attention's, nor
+    Linformer's projection along the sequence."""
+    return (
+        not isinstance(attention, LinformerSelfAttention)
+        and current_implementation(attention) == ATTENTION_IMPLEMENTATION
+        and not kwargs.get("output_attentions")
+    )
 
 
 def _leave_functional_matmuls(module: nn.Module, args, output) -> None:

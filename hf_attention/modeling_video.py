@@ -49,9 +49,7 @@ class IntraFrameAttention(MultiHeadAttention):
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs):
         num_frames = hidden_states.shape[1]  # not the batch size, which may be 0
-        output, probs = super().forward(
-            hidden_states.flatten(0, 1), output_attentions=output_attentions, **kwargs
-        )
+        output, probs = super().forward(hidden_states.flatten(0, 1), output_attentions=output_attentions, **kwargs)
         if probs is not None:
             probs = rearrange(probs, "(b f) h n m -> b (f h) n m", f=num_frames)
         return output.unflatten(0, (-1, num_frames)), probs

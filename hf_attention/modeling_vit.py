@@ -87,7 +87,6 @@ class VisionTransformerEmbeddings(nn.Module):
         return self.dropout(embeddings)
 
 
-
 class VisionTransformerLayer(GradientCheckpointingLayer):
     """Pre-norm encoder layer: x + attention(norm(x)), then x + mlp(norm(x))."""
 

@@ -174,7 +174,10 @@ def test_only_sdpa_is_switched_and_a_block_without_a_config_is_switched_too():
     assert block.attn_implementation == ATTENTION_IMPLEMENTATION and type(block.q_proj) is CPULinear
     assert optimize_for_cpu(MultiHeadAttention(16, 4, attn_implementation="eager")).attn_implementation == "eager"
     twice = optimize_for_cpu(optimize_for_cpu(tiny_vit()))
-    assert len(twice._forward_pre_hooks) == 1 and len(twice._forward_hooks) == 1
+    attentions = [module for module in twice.modules() if isinstance(module, MultiHeadAttention)]
+    hooked = [len(module._forward_pre_hooks) == len(module._forward_hooks) == 1 for module in attentions]
+    assert hooked and all(hooked)
+    assert not twice._forward_pre_hooks  # no hook around the whole model: small models paid for it in every torch call
 
 
 def test_layers_that_are_not_plain_keep_their_own_forward():
@@ -529,8 +532,9 @@ class Scores(nn.Module):
 
 
 def test_convolutions_and_functional_matmuls_without_half_kernels_are_one_rounding_of_the_exact_result(
-    no_half_precision_kernels,
+    no_half_precision_kernels, monkeypatch
 ):
+    monkeypatch.setattr(cpu_optimization, "FUNCTIONAL_MATMUL_MODULES", (Scores,))
     conv = optimize_for_cpu(nn.Conv2d(3, 8, kernel_size=4, stride=4).to(torch.bfloat16))
     pixels = torch.randn(2, 3, 16, 16, dtype=torch.bfloat16)
     scores = optimize_for_cpu(Scores().to(torch.bfloat16))
@@ -583,6 +587,7 @@ def test_a_matmul_with_too_few_multiply_adds_to_repay_the_conversion_stays_on_at
     shipped = cpu_optimization.MIN_MULTIPLY_ADDS_PER_ELEMENT
     simulate_a_cpu_without_half_precision_kernels(monkeypatch)
     monkeypatch.setattr(cpu_optimization, "MIN_MULTIPLY_ADDS_PER_ELEMENT", shipped)
+    monkeypatch.setattr(cpu_optimization, "FUNCTIONAL_MATMUL_MODULES", (nn.Bilinear,))
     torch.manual_seed(0)
     layer = optimize_for_cpu(nn.Linear(64, 256).half())
     product = optimize_for_cpu(nn.Bilinear(1, 1, 1).half())  # any module: its forward is replaced below

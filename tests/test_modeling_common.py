@@ -213,9 +213,7 @@ MASKED_MODELS = [
 
 
 @pytest.mark.parametrize("kind", MASK_IDS)
-@pytest.mark.parametrize(
-    ("config_class", "model_class"), MASKED_MODELS, ids=[cls.__name__ for _, cls in MASKED_MODELS]
-)
+@pytest.mark.parametrize(("config_class", "model_class"), MASKED_MODELS, ids=[cls.__name__ for _, cls in MASKED_MODELS])
 def test_padding_masks_that_are_not_zero_one_of_batch_by_length_are_refused(config_class, model_class, kind):
     model = build(config_class, model_class)
     inputs = model.dummy_inputs
