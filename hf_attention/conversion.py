@@ -8,9 +8,11 @@ weights. Each family adds one converter: a config translation plus a state-dict 
     >>> ours = from_transformers(ViTForImageClassification.from_pretrained("google/vit-base-patch16-224"))
 """
 
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 
 import torch
 from transformers import PreTrainedModel
@@ -27,6 +29,7 @@ from .modeling_clip_text import CLIPResidualTextModel
 from .modeling_detr_transformer import DETRTransformerDecoderLayer, DETRTransformerEncoderLayer, DETRTransformerModel
 from .modeling_video import VideoTextTransformerModel, VideoTransformerModel
 from .modeling_vit import VisionTransformerForImageClassification, VisionTransformerModel
+from .pretrained import HFAttentionPreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -356,22 +359,50 @@ LEGACY_RENAMES_BY_MODEL_TYPE = {
 }
 
 
-def legacy_weight_transforms(model_type: str | None = None) -> list[WeightRenaming | WeightConverter]:
+# True while one of this package's classes loads. transformers applies a model type's transforms to every class of
+# that type, and reverses them when one saves: code an old folder ships (loaded with trust_remote_code) shares our
+# model types and still holds `qkv_proj`, which the reversed split would rename on its save (to `qkqkv_proj`).
+_LOADING_PACKAGE_MODEL: ContextVar[bool] = ContextVar("hf_attention_loading_package_model", default=False)
+
+
+class _OnlyWhileAPackageModelLoads:
+    """Mixed into a transformers weight transform: it matches no key unless `_LOADING_PACKAGE_MODEL` is set."""
+
+    def _scoped_match(self, source_key: str):
+        return super()._scoped_match(source_key) if _LOADING_PACKAGE_MODEL.get() else None
+
+
+class LegacyRenaming(_OnlyWhileAPackageModelLoads, WeightRenaming):
+    pass
+
+
+class LegacyConverter(_OnlyWhileAPackageModelLoads, WeightConverter):
+    pass
+
+
+def legacy_weight_transforms(model_type: str | None = None) -> list[LegacyRenaming | LegacyConverter]:
     """transformers weight transforms from every earlier layout of `model_type`'s checkpoints to the current one."""
     renames = [*LEGACY_RENAMES, *LEGACY_RENAMES_BY_MODEL_TYPE.get(model_type, [])]  # in order: they chain
-    renamings = [WeightRenaming(source, target) for source, target in renames]
+    renamings = [LegacyRenaming(source, target) for source, target in renames]
     fused, split = LEGACY_FUSED_PROJECTION
-    return [*renamings, WeightConverter(fused, split, operations=[Chunk(dim=0)])]
+    return [*renamings, LegacyConverter(fused, split, operations=[Chunk(dim=0)])]
+
+
+@contextlib.contextmanager
+def loading_package_model():
+    token = _LOADING_PACKAGE_MODEL.set(True)
+    try:
+        yield
+    finally:
+        _LOADING_PACKAGE_MODEL.reset(token)
 
 
 def register_legacy_checkpoint_formats(model_types: Iterable[str]) -> None:
-    """Let `from_pretrained` read checkpoints saved in earlier layouts, through transformers' conversion mapping.
-
-    Code loaded with `trust_remote_code` shares our model types, but an old folder's code loads its own layout
-    untouched: transformers keeps a checkpoint's name where the converted one is not in the model (tested).
-    """
+    """Let our classes' `from_pretrained` read checkpoints saved in earlier layouts, through transformers' conversion
+    mapping; saving, and any other code of our model types, never sees the transforms (`_LOADING_PACKAGE_MODEL`)."""
     for model_type in model_types:
         register_checkpoint_conversion_mapping(model_type, legacy_weight_transforms(model_type), overwrite=True)
+    HFAttentionPreTrainedModel._loading_context = staticmethod(loading_package_model)
 
 
 # --- state dicts of the seeds' own libraries (they need torchvision, so only their weights pass through here) ---

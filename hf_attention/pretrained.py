@@ -11,6 +11,7 @@ This file is itself uploaded with every model (the modeling files import it), so
 its dependencies, never `hf_attention`.
 """
 
+import contextlib
 import inspect
 import json
 import os
@@ -58,6 +59,9 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
     # live `config._attn_implementation` through `attention.dot_product_attention` (tests/test_modeling_common.py
     # proves it for every family with a counting backend).
     _can_set_attn_implementation_cached_value = True
+    # What `from_pretrained` loads within. The hf_attention package sets the context in which the checkpoints of its
+    # earlier layouts convert (conversion.py); code shipped with a checkpoint reads only its own layout.
+    _loading_context = staticmethod(contextlib.nullcontext)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -65,7 +69,8 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
             raise ValueError("hf_attention loads safetensors weights only; pickled checkpoints are never loaded.")
         kwargs["use_safetensors"] = True
         try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            with cls._loading_context():
+                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:
             raise OSError(
                 f"The safetensors weights of {pretrained_model_name_or_path!r} are corrupt or truncated ({error}). "
@@ -92,7 +97,7 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
     # --- saving ---------------------------------------------------------------------------------------------------
 
     def save_pretrained(self, save_directory, *args, is_main_process: bool = True, push_to_hub: bool = False, **kwargs):
-        """`PreTrainedModel.save_pretrained`, atomic, with the code and `auto_map` in the folder, in the current layout.
+        """`PreTrainedModel.save_pretrained`, atomic, with the code and `auto_map` in the folder.
 
         Everything is written into a temporary folder beside the target and moved into place only once all of it
         is written, so a failure half-way (disk full, permissions) leaves the previous checkpoint loadable and
@@ -103,13 +108,6 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(f"Cannot save the model into {target}: it is a file, not a folder.")
         hub_options = {name: kwargs.pop(name) for name in HUB_OPTIONS if name in kwargs}
-        if kwargs.pop("save_original_format", False):
-            raise ValueError(
-                "hf_attention saves its current layout only: the layouts earlier releases saved load converted, but "
-                "are never written again (save_original_format=True)."
-            )
-        # transformers would write the layout a checkpoint was loaded from, or the oldest one it converts from
-        kwargs["save_original_format"] = False
         if not is_main_process:
             return super().save_pretrained(target, *args, is_main_process=False, **kwargs)
         target.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,23 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp(min=1e-6)).item()
 
 
+# --- plain layers ---------------------------------------------------------------------------------------------
+
+TORCH_LAYERS = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.Embedding, nn.BatchNorm2d, nn.GRU, nn.LSTM)
+
+
+@pytest.mark.parametrize(("config_class", "model_class"), MODELS, ids=IDS)
+def test_every_layer_is_a_plain_torch_layer(config_class, model_class):
+    """Quantizers, PEFT and tensor-parallel plans match exact types: no subclass of a torch layer in any model."""
+    model = build(config_class, model_class)
+    subclassed = [
+        f"{name}: {type(module).__name__}"
+        for name, module in model.named_modules()
+        if isinstance(module, TORCH_LAYERS) and type(module) not in TORCH_LAYERS
+    ]
+    assert not subclassed, subclassed
+
+
 # --- quantization ---------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,8 @@ import torch
 import transformers.modeling_utils
 from safetensors import safe_open
 from safetensors.torch import save_file
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
 
 from hf_attention import (
     CLIPResidualTransformerConfig,
@@ -151,3 +153,36 @@ def test_checkpoints_of_the_fused_qkv_and_openai_clip_layouts_load_and_give_the_
         torch.testing.assert_close(loaded.eval()(**inputs).to_tuple(), model(**inputs).to_tuple(), atol=0, rtol=0)
         loaded.save_pretrained(tmp_path / "resaved")  # a loaded old checkpoint is saved in the current layout
         assert set(safe_open(tmp_path / "resaved" / "model.safetensors", "pt").keys()) == set(model.state_dict())
+
+
+class OldLayoutConfig(PreTrainedConfig):
+    """A config of our ViT's model type from other code, as `trust_remote_code` loads an old folder's."""
+
+    model_type = VisionTransformerConfig.model_type
+
+
+class OldLayoutModel(PreTrainedModel):
+    """Code of our model type that still holds one fused `qkv_proj`, as an earlier release's saved folder ships."""
+
+    config_class = OldLayoutConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.attention = nn.Module()
+        self.attention.qkv_proj = nn.Linear(4, 12)
+        self.post_init()
+
+
+@torch.no_grad()
+def test_code_of_our_model_type_with_the_old_layout_saves_and_loads_its_own_names(tmp_path):
+    """Our legacy transforms are registered for our model types, and transformers applies a type's transforms to every
+    class of that type, reversed when it saves. Other code of those types (an old folder's, loaded with
+    trust_remote_code) must keep its `qkv_proj` both ways: it saved as `qkqkv_proj` before the transforms matched
+    only while one of our classes loads."""
+    old = OldLayoutModel(OldLayoutConfig())
+    old.attention.qkv_proj.weight.normal_()
+    old.save_pretrained(tmp_path)
+    assert set(safe_open(tmp_path / "model.safetensors", "pt").keys()) == set(old.state_dict())
+    loaded, info = OldLayoutModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    torch.testing.assert_close(loaded.attention.qkv_proj.weight, old.attention.qkv_proj.weight, atol=0, rtol=0)
