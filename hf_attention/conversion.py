@@ -373,11 +373,11 @@ class _OnlyWhileAPackageModelLoads:
 
 
 class LegacyRenaming(_OnlyWhileAPackageModelLoads, WeightRenaming):
-    pass
+    """A renaming from an earlier layout of ours."""
 
 
 class LegacyConverter(_OnlyWhileAPackageModelLoads, WeightConverter):
-    pass
+    """A conversion (the fused `qkv_proj` split) from an earlier layout of ours."""
 
 
 def legacy_weight_transforms(model_type: str | None = None) -> list[LegacyRenaming | LegacyConverter]:
