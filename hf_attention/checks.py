@@ -4,7 +4,6 @@ Torch-free on purpose: every configuration imports this file, and a pushed confi
 checks only call tensor methods, so they need no `import torch` either.
 """
 
-import math
 import sys
 from collections.abc import Iterable
 
@@ -26,11 +25,6 @@ def check_probability(name: str, value: float) -> None:
     """Raise unless `value` is a probability that dropout can use: 0 <= value < 1."""
     if not 0.0 <= value < 1.0:
         raise ValueError(f"`{name}` must be in [0, 1), got {value}.")
-
-
-def check_finite(name: str, value) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"`{name}` must be a finite number, got {value}.")
 
 
 def check_choice(name: str, value, choices: Iterable) -> None:
