@@ -26,14 +26,12 @@ from pathlib import Path
 
 import torch
 from _environment import environment
-from torch import nn
 from transformers import Trainer
-from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_attention.apps.cli import build_parser
 from hf_attention.apps.data_glimpse import TRANSLATED_FASHION_MNIST, load_glimpse_dataset, prepare_glimpse_dataset
 from hf_attention.apps.training import accuracy, collate, make_image_processor, training_arguments
-from hf_attention.apps.training_glimpse import PICTURE_FILE, fit_glimpse
+from hf_attention.apps.training_glimpse import PICTURE_FILE, FullImageMLP, fit_glimpse
 
 RESULTS = Path(__file__).parent / "results" / "glimpse_table.json"
 PICTURE = Path(__file__).parent / "results" / "glimpse_paths_translated_fashion_mnist.png"
@@ -41,23 +39,6 @@ PAPER = {  # Mnih et al. 2014, test error (%) on MNIST, for reference only: a di
     "28x28 MNIST, RAM 6 glimpses 8x8": 1.29,
     "60x60 translated MNIST, RAM 8 glimpses 12x12 3 scales": 1.84,
 }
-
-
-class FullImageMLP(nn.Module):
-    """Two-layer ReLU MLP on the flattened image: the baseline that sees everything at once."""
-
-    def __init__(self, num_inputs: int, hidden_size: int, num_labels: int):
-        super().__init__()
-        self.hidden = nn.Linear(num_inputs, hidden_size)
-        self.classifier = nn.Linear(hidden_size, num_labels)
-
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None) -> ImageClassifierOutput:
-        # the processor's [-1, 1] back to [0, 1], so the black canvas is 0: with -1 on 10,000 inputs, Adam's first
-        # steps push every hidden unit's input the same way and all ReLUs die (the first run stayed at chance)
-        pixels = (pixel_values.flatten(1) + 1) / 2
-        logits = self.classifier(torch.relu(self.hidden(pixels)))
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return ImageClassifierOutput(loss=loss, logits=logits)
 
 
 def glimpse_arguments(dataset: str, options: argparse.Namespace, output_dir: Path, extra: list[str]):
@@ -100,7 +81,7 @@ def run_mlp(results, key, dataset_name, dataset, options, num_parameters: int, i
     num_inputs, num_labels = 3 * image_size**2, 10
     hidden_size = round((num_parameters - num_labels) / (num_inputs + 1 + num_labels))
     torch.manual_seed(options.seed)
-    model = FullImageMLP(num_inputs, hidden_size, num_labels)
+    model = FullImageMLP(num_inputs, (hidden_size,), num_labels, value_range=(-1.0, 1.0))  # the processor's [-1, 1]
     prepared = prepare_glimpse_dataset(dataset, dataset_name, make_image_processor(image_size), options.seed)
     args = glimpse_arguments(dataset_name, options, Path(options.output_root) / key, [])
     args.batch_size, args.learning_rate = 64, options.mlp_learning_rate

@@ -8,7 +8,12 @@ that need none (backend equality in float32 and bfloat16, torch.compile) and rec
    family whose model supports sdpa (REGISTRY, tiny configs, `dummy_inputs`; flex with one head per layer, as its
    CUDA kernel needs heads at least 16 wide);
 4. `torch.compile` of the ViT against eager mode;
-5. ViT-S/16 throughput against transformers' (same weights, interleaved rounds, medians).
+5. ViT-S/16 throughput against transformers' (same weights, interleaved rounds, medians);
+6. FSDP2 through accelerate: `accelerate launch --use_fsdp` starts one process per GPU running this file's
+   `--fsdp-worker`, which trains a tiny ViT two steps under `Accelerator(fsdp_plugin=...(fsdp_version=2))` with every
+   rank calling `save_pretrained`; the saved weights must equal one process's training on the whole batch. On a CPU
+   it runs two processes and records what accelerate chose instead (it keeps DDP: FSDP needs an accelerator device).
+   `--only fsdp` runs this case alone.
 
     python benchmarks/gpu_check.py                           # -> benchmarks/results/gpu.json (cpu.json on a CPU)
     python benchmarks/attention_cnn_table.py --epochs 2 --jobs 1    # a separate run, if time is left
@@ -24,7 +29,11 @@ because it takes longer than this script's 5 minutes; on 2 CPU cores, its defaul
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -189,6 +198,83 @@ def vit_throughput(device, dtype, batch_size: int = 64, rounds: int = 7, iterati
     }
 
 
+FSDP_STEPS, FSDP_LEARNING_RATE, FSDP_ROWS_PER_PROCESS = 2, 0.5, 2
+
+
+def fsdp_vit(device) -> VisionTransformerForImageClassification:
+    torch.manual_seed(0)
+    return VisionTransformerForImageClassification(VisionTransformerConfig.tiny()).to(device)
+
+
+def fsdp_batch(processes: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    config = VisionTransformerConfig.tiny()
+    generator = torch.Generator().manual_seed(1)
+    size = (FSDP_ROWS_PER_PROCESS * processes, config.num_channels, config.image_size, config.image_size)
+    labels = torch.arange(size[0]) % config.num_labels
+    return torch.randn(size, generator=generator).to(device), labels.to(device)
+
+
+def fsdp_train(model, optimizer, pixels, labels, backward=torch.Tensor.backward) -> None:
+    for _ in range(FSDP_STEPS):
+        backward(model(pixel_values=pixels, labels=labels).loss)
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def fsdp_worker(folder: str) -> None:
+    """One rank of the FSDP case (started by `accelerate launch`): accelerate's FSDP2 on this rank's rows, then
+    every rank calls `save_pretrained`, which gathers the DTensor shards (a collective) and writes on rank 0 only."""
+    from accelerate import Accelerator
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy="transformer_based_wrap", state_dict_type="FULL_STATE_DICT"
+    )
+    accelerator = Accelerator(fsdp_plugin=plugin, cpu=not torch.cuda.is_available())
+    model = fsdp_vit(accelerator.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=FSDP_LEARNING_RATE)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    pixels, labels = fsdp_batch(accelerator.num_processes, accelerator.device)
+    first = FSDP_ROWS_PER_PROCESS * accelerator.process_index
+    rows = slice(first, first + FSDP_ROWS_PER_PROCESS)
+    fsdp_train(model, optimizer, pixels[rows], labels[rows], backward=accelerator.backward)
+    parameter_type = type(next(model.parameters())).__name__
+    accelerator.unwrap_model(model).save_pretrained(Path(folder) / "model")
+    if accelerator.is_main_process:
+        report = {"distributed_type": accelerator.distributed_type.name, "parameter_type": parameter_type}
+        (Path(folder) / "worker.json").write_text(json.dumps(report))
+    accelerator.end_training()
+
+
+def fsdp_through_accelerate(device) -> dict:
+    processes = torch.cuda.device_count() if device.type == "cuda" else 2
+    root = Path(__file__).resolve().parents[1]
+    python_path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
+    with tempfile.TemporaryDirectory() as folder:
+        # accelerate's launcher (torchrun underneath, even for one process, because of --use_fsdp)
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--fsdp_version", "2",
+                   "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
+                   "--dynamo_backend", "no", str(Path(__file__).resolve()), "--fsdp-worker", folder]  # fmt: skip
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=300, env=environment)
+        if finished.returncode:
+            return {"processes": processes, "error": finished.stderr[-3000:]}
+        worker = json.loads((Path(folder) / "worker.json").read_text())
+        loaded = VisionTransformerForImageClassification.from_pretrained(Path(folder) / "model").to(device)
+    reference = fsdp_vit(device)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=FSDP_LEARNING_RATE)
+    fsdp_train(reference, optimizer, *fsdp_batch(processes, device))  # one process, the whole batch
+    expected = reference.state_dict()
+    difference = max(float((tensor - expected[name]).abs().max()) for name, tensor in loaded.state_dict().items())
+    return {
+        "processes": processes,
+        **worker,
+        "max_abs_weight_difference": difference,
+        # 1e-3: cuDNN's TF32 convolution (the patch embedding) on a GPU, summed in another order across ranks
+        "ok": worker["distributed_type"] == "FSDP" and worker["parameter_type"] == "DTensor" and difference <= 1e-3,
+    }
+
+
 def run(name: str, function, *args) -> dict | list:
     start = time.perf_counter()
     try:
@@ -202,7 +288,11 @@ def run(name: str, function, *args) -> dict | list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", help="default: benchmarks/results/gpu.json on a GPU, /tmp/gpu_check_cpu.json on a CPU")
+    parser.add_argument("--only", choices=["fsdp"], help="run one case alone")
+    parser.add_argument("--fsdp-worker", metavar="FOLDER", help=argparse.SUPPRESS)  # one rank of the FSDP case
     args = parser.parse_args()
+    if args.fsdp_worker:
+        return fsdp_worker(args.fsdp_worker)
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
     report = {
@@ -210,17 +300,21 @@ def main() -> None:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    if on_gpu:
+    if args.only == "fsdp":
+        report["fsdp"] = run("fsdp", fsdp_through_accelerate, device)
+    elif on_gpu:
         report["sdpa_kernels"] = run("sdpa kernels", sdpa_kernels_selected, device)
         report["flash_attention_2"] = run("flash_attention_2", flash_attention_2, device)
         report["backend_equality"] = run("backends", backend_equality, device, (torch.float16, torch.bfloat16))
         report["compile"] = run("compile", compiled_vit, device, torch.float16)
         dtypes = (torch.float16, torch.bfloat16)
         report["vit_throughput"] = [run("throughput", vit_throughput, device, dtype) for dtype in dtypes]
+        report["fsdp"] = run("fsdp", fsdp_through_accelerate, device)
     else:
         report["skipped"] = "no GPU: sdpa kernels, flash_attention_2, throughput need one"
         report["backend_equality"] = run("backends", backend_equality, device, (torch.float32, torch.bfloat16))
         report["compile"] = run("compile", compiled_vit, device, torch.float32)
+        report["fsdp"] = run("fsdp", fsdp_through_accelerate, device)  # records accelerate's fallback to DDP
     out = Path(args.out or ("benchmarks/results/gpu.json" if on_gpu else "/tmp/gpu_check_cpu.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -25,6 +25,7 @@ from hf_attention.apps.training import make_image_processor
 from hf_attention.apps.training_image_text import (
     ImageTextPairs,
     build_model,
+    check_split_sizes,
     load_pairs,
     make_collator,
     pair_training_arguments,
@@ -44,7 +45,7 @@ def recall_of(logits_per_image: torch.Tensor) -> dict:
 
 
 def train(model, train_pairs, collate, args, output_dir) -> float:
-    arguments = pair_training_arguments(args, output_dir, len(train_pairs))
+    arguments = pair_training_arguments(args, output_dir)
     trainer = Trainer(model=model, args=arguments, train_dataset=train_pairs,
                       data_collator=collate)  # fmt: skip
     start = time.perf_counter()
@@ -81,6 +82,7 @@ def main() -> None:
     train_pairs = ImageTextPairs(process_images(dataset["train"], image_processor), list(dataset["train"]["text"]),
                                  args.shift)  # fmt: skip
     test_pairs = ImageTextPairs(process_images(dataset["test"], image_processor), list(dataset["test"]["text"]))
+    check_split_sizes(args, len(train_pairs), len(test_pairs))
     rows, seconds = [], {}
 
     set_seed(args.seed)

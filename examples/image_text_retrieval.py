@@ -46,11 +46,11 @@ paths = sorted(folder.glob("*.png"), key=lambda path: int(path.stem))
 images = [Image.open(path).convert("RGB") for path in paths]
 inputs = processor(images=images, text=captions, return_tensors="pt", padding=True)
 inputs.pop("token_type_ids", None)
-ranking = model.rank(**inputs, query="image", top_k=3)  # ITC over all captions, ITM on the best 3
+ranking = model.rank(**inputs, query="image", top_k=3)  # ITC over all captions, ITM + ITC on the best 3 (BLIP)
 for path, order in zip(paths, ranking.indices, strict=True):
     print(f"{path.name}: " + ", ".join(captions[i] for i in order[:3]))
 
-# the re-ranked order is the order of ITM's match log-odds for the same pairs, scored directly
+# the re-ranked pairs' ITM match log-odds (`itm_scores`, in the re-ranked order) are those of the pairs scored directly
 with torch.no_grad():
     top = ranking.indices[0, :3]
     pairs = model(input_ids=inputs["input_ids"][top], attention_mask=inputs["attention_mask"][top],

@@ -109,6 +109,7 @@ from .modeling_vit import (
     VisionTransformerPreTrainedModel,
 )
 from .residual_blocks import BasicResidualBlock, BottleneckResidualBlock
+from .video_processing_video import VideoTransformerVideoProcessor, register_video_processor
 
 __version__ = "0.1.0"
 
@@ -170,6 +171,7 @@ def _register() -> None:
         for auto_class, head in heads.items():
             auto_class.register(config_class, head, exist_ok=True)
     register_legacy_checkpoint_formats(config_class.model_type for config_class, _, _ in REGISTRY)
+    register_video_processor((VideoTransformerConfig, VideoTextTransformerConfig))
 
 
 _register()
@@ -184,6 +186,7 @@ __all__ = [
     "VideoTransformerConfig",
     "VideoTransformerForVideoClassification",
     "VideoTransformerModel",
+    "VideoTransformerVideoProcessor",
     "VideoTransformerPreTrainedModel",
     "CLIPResidualAttentionBlock",
     "CLIPResidualTransformerConfig",

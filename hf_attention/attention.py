@@ -16,8 +16,20 @@ from einops import rearrange
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .checks import check_attention_shape, check_float_input, check_probability
+from .checks import (
+    check_attention_shape,
+    check_dtype_matches,
+    check_float_input,
+    check_keywords,
+    check_probability,
+    check_sizes,
+)
 from .masks import FLASH_IMPLEMENTATIONS, AttentionMask, build_attention_mask
+from .pretrained import FORWARD_KWARGS
+
+# the keywords a module's `**kwargs` may pass on to the attention function: transformers' `TransformersKwargs` (what
+# a model's `forward` accepts and hands down) and `return_dict`; any other keyword is refused by `check_keywords`
+ATTENTION_KWARGS = FORWARD_KWARGS
 
 
 def current_implementation(module: nn.Module) -> str:
@@ -185,13 +197,18 @@ class MultiHeadAttention(nn.Module):
         config=None,
     ):
         super().__init__()
+        check_sizes(
+            embed_dim=embed_dim,
+            num_heads=num_heads,
+            key_dim=key_dim,
+            value_dim=value_dim,
+            head_dim=head_dim,
+            output_dim=output_dim,
+        )
         check_attention_shape(embed_dim, num_heads, head_dim)
         check_probability("dropout", dropout)
         key_dim = embed_dim if key_dim is None else key_dim
         value_dim = key_dim if value_dim is None else value_dim
-        for name, width in (("key_dim", key_dim), ("value_dim", value_dim), ("output_dim", output_dim)):
-            if width is not None and width <= 0:
-                raise ValueError(f"`{name}` must be positive, got {width}.")
         self.num_heads = num_heads
         self.head_dim = head_dim or embed_dim // num_heads
         self.scaling = self.head_dim**-0.5
@@ -209,8 +226,13 @@ class MultiHeadAttention(nn.Module):
         return current_implementation(self)
 
     def split_heads(self, states: torch.Tensor) -> torch.Tensor:
-        """b n (h d) -> b h n d, as a view."""
-        return states.unflatten(-1, (-1, self.head_dim)).transpose(1, 2)
+        """b n (h d) -> b h n d, as a view.
+
+        `view` with the sizes read from `states`, not `unflatten`: the legacy ONNX exporter gives unflatten's output a
+        shape fixed at the traced batch, which transformers' sdpa then reads back as a constant (`attn_output.shape[0]`)
+        and bakes into its reshape, so an export with a dynamic batch fails at any other batch size."""
+        # the number of heads is spelt out: `-1` cannot be inferred from an empty batch
+        return states.view(*states.shape[:-1], states.shape[-1] // self.head_dim, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -225,8 +247,15 @@ class MultiHeadAttention(nn.Module):
 
         `attention_mask` is a key padding mask (batch, key_length), 1/True to keep, or an `AttentionMask` from
         `build_attention_mask` (which a stack of layers builds once). `value_states` gives the values when they
-        differ from the keys' input (DETR adds position embeddings to keys but not to values).
+        differ from the keys' input (DETR adds position embeddings to keys but not to values). Other keywords go
+        on to the attention function: transformers' `TransformersKwargs` only, anything else is refused.
         """
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
+        if "is_causal" in kwargs:  # one of transformers' keywords, but causality is part of what was built
+            raise TypeError(
+                f"`is_causal` is fixed when {type(self).__name__} is built (is_causal={self.is_causal}, from its "
+                "arguments or the model's config), not per call."
+            )
         self._check_inputs(hidden_states, key_value_states, value_states)
         keys = hidden_states if key_value_states is None else key_value_states
         values = keys if value_states is None else value_states
@@ -279,10 +308,16 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(
                 f"Expected hidden_states of shape (batch, length, {expected}), got {tuple(hidden_states.shape)}."
             )
-        for name, states in (("hidden_states", hidden_states), ("key_value_states", key_value_states)):
+        inputs = (
+            ("hidden_states", hidden_states),
+            ("key_value_states", key_value_states),
+            ("value_states", value_states),
+        )
+        for name, states in inputs:
             if states is None:
                 continue
             check_float_input(name, states, "(batch, length, width)")
+            check_dtype_matches(name, states, self)
             if states.shape[1] == 0:
                 raise ValueError(f"`{name}` is an empty sequence (length 0); attention needs at least one token.")
         keys = hidden_states if key_value_states is None else key_value_states
@@ -303,6 +338,7 @@ class MultiHeadAttention(nn.Module):
 
 
 __all__ = [
+    "ATTENTION_KWARGS",
     "MultiHeadAttention",
     "attend_over_positions",
     "current_implementation",

@@ -4,16 +4,21 @@ Torch-free on purpose: every configuration imports this file, and a pushed confi
 checks only call tensor methods, so they need no `import torch` either.
 """
 
+import inspect
+import math
 import sys
 from collections.abc import Iterable
+from difflib import get_close_matches
 
 INTEGER_DTYPE_NAMES = ("uint8", "int8", "int16", "int32", "int64")
 
 
 def check_positive(name: str, value) -> None:
-    """Raise unless `value` (when not None) is a positive number."""
+    """Raise unless `value` (when not None) is a positive, finite number (NaN and inf are refused)."""
     if value is not None and not value > 0:
         raise ValueError(f"`{name}` must be positive, got {value}.")
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"`{name}` must be positive, got {value}; expected a finite number.")
 
 
 def check_non_negative(name: str, value) -> None:
@@ -60,6 +65,25 @@ def check_float_input(name: str, tensor, expected_layout: str, hint: str = "") -
         )
 
 
+def check_dtype_matches(name: str, tensor, module) -> None:
+    """Raise TypeError when the float `tensor` has another dtype than `module`'s floating-point weights.
+
+    A plain module does not cast (as torch's own layers do not), but torch's message ("mat1 and mat2 must have the
+    same dtype") names neither the argument nor the fix. Skipped under autocast, which mixes dtypes on purpose, for
+    modules with no float weights (quantized) and while torch.compile traces. Models cast their inputs instead.
+    """
+    if not tensor.is_floating_point() or is_compiling():
+        return
+    weight = next((parameter for parameter in module.parameters() if parameter.is_floating_point()), None)
+    if weight is None or weight.dtype == tensor.dtype or sys.modules["torch"].is_autocast_enabled(tensor.device.type):
+        return
+    raise TypeError(
+        f"`{name}` has dtype {_dtype_name(tensor)} but the weights of {type(module).__name__} are "
+        f"{_dtype_name(weight)}: cast the input (`.to(torch.{_dtype_name(weight)})`) or the module "
+        f"(`module.to(torch.{_dtype_name(tensor)})`)."
+    )
+
+
 def check_rank(name: str, tensor, rank: int, expected_layout: str) -> None:
     if tensor.dim() != rank:
         raise ValueError(f"`{name}` must have shape {expected_layout}, got {tuple(tensor.shape)}.")
@@ -98,8 +122,29 @@ def check_input_ids(input_ids, vocab_size: int, name: str = "input_ids") -> None
             raise ValueError(f"`{name}` must lie in [0, {vocab_size}), got ids from {low} to {high}.")
 
 
-def check_feature_map(hidden_states, channels: int, block: str, name: str = "hidden_states") -> None:
-    """Raise unless `hidden_states` is a float (batch, channels, height, width) feature map with positive sizes."""
+def check_position_ids(
+    position_ids, batch_size: int, length: int, max_positions: int, name: str = "position_ids"
+) -> None:
+    """Integer positions of shape (batch or 1, length), every one in [0, max_positions): an embedding table of
+    `max_positions` rows would otherwise fail with an IndexError that names neither number."""
+    if position_ids.is_floating_point() or _dtype_name(position_ids) not in INTEGER_DTYPE_NAMES:
+        raise TypeError(f"`{name}` must be an integer tensor of positions, got dtype {_dtype_name(position_ids)}.")
+    if position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch_size) or position_ids.shape[1] != length:
+        raise ValueError(
+            f"`{name}` must have shape ({batch_size}, {length}) or (1, {length}), got {tuple(position_ids.shape)}."
+        )
+    if position_ids.numel() and not is_compiling():
+        low, high = int(position_ids.min()), int(position_ids.max())
+        if low < 0 or high >= max_positions:
+            raise ValueError(
+                f"`{name}` must lie in [0, max_position_embeddings={max_positions}), got positions from {low} to "
+                f"{high}."
+            )
+
+
+def check_feature_map(hidden_states, channels: int, block: str, name: str = "hidden_states", weights_of=None) -> None:
+    """Raise unless `hidden_states` is a float (batch, channels, height, width) feature map with positive sizes (and,
+    given the module `weights_of`, of its weights' dtype)."""
     layout = f"(batch, {channels}, height, width)"
     if not hasattr(hidden_states, "dim"):  # a tensor, without importing torch
         raise TypeError(f"{block} expects `{name}`: a tensor {layout}, got {type(hidden_states).__name__}.")
@@ -114,19 +159,35 @@ def check_feature_map(hidden_states, channels: int, block: str, name: str = "hid
     height, width = hidden_states.shape[-2:]
     if height == 0 or width == 0:
         raise ValueError(f"{block} got an empty feature map ({height}x{width}); expected a positive height and width.")
+    if weights_of is not None:
+        check_dtype_matches(name, hidden_states, weights_of)
 
 
-def check_channels(**sizes) -> None:
-    """Raise for the first size (a width, a stride, a count) that is not a positive integer; None means default."""
+def check_sizes(**sizes) -> None:
+    """Raise for the first size (a width, a stride, a number of heads) that is not a positive integer; None means
+    default. Bools and floats are refused: `True` would build a one-wide layer, 2.5 fails deep inside torch."""
     for name, value in sizes.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise TypeError(f"`{name}` must be a positive integer, got {value!r}.")
-        check_positive(name, value)
+        _check_integer(name, value, "a positive integer")
+        if value is not None and value <= 0:
+            raise ValueError(f"`{name}` must be positive, got {value}.")
+
+
+def check_counts(**counts) -> None:
+    """Raise for the first count (of layers, of units) that is not an integer >= 0; None means default."""
+    for name, value in counts.items():
+        _check_integer(name, value, "an integer >= 0")
+        if value is not None and value < 0:
+            raise ValueError(f"`{name}` must be >= 0, got {value}.")
+
+
+def _check_integer(name: str, value, expected: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise TypeError(f"`{name}` must be {expected}, got {value!r} ({type(value).__name__}).")
 
 
 def check_reduction(reduction: int, channels: int, name: str = "reduction") -> None:
     """A reduction ratio r of a `channels`-wide layer: 1 <= r <= channels (a larger r would leave no channel)."""
-    check_positive(name, reduction)
+    check_sizes(**{name: reduction})
     if reduction > channels:
         raise ValueError(
             f"`{name}` ({reduction}) is larger than the {channels} channels it divides; use at most {channels}."
@@ -136,6 +197,38 @@ def check_reduction(reduction: int, channels: int, name: str = "reduction") -> N
 def reduced(channels: int, reduction: int) -> int:
     """Width of a bottleneck: channels // reduction, never less than one channel."""
     return max(1, channels // reduction)
+
+
+def check_keywords(owner, kwargs: dict, accepted: Iterable[str]) -> None:
+    """Raise TypeError for the keywords of `owner.forward(**kwargs)` that nothing reads.
+
+    A module's `**kwargs` flow on to the attention function, and transformers' attention functions take `**kwargs`
+    too, so a misspelt `attention_maks=mask` would be swallowed and padding attended. `accepted` are the keywords
+    that may flow on (transformers' `TransformersKwargs`); any other is named, with its near-miss among
+    `owner.forward`'s parameters and `accepted`.
+    """
+    unknown = sorted(set(kwargs) - set(accepted))
+    if not unknown:
+        return
+    parameters = [
+        name
+        for name, parameter in inspect.signature(owner.forward).parameters.items()
+        if parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+    ]
+    raise TypeError(
+        f"{type(owner).__name__}.forward() got unexpected keyword arguments: "
+        f"{name_near_misses(unknown, [*parameters, *sorted(accepted)])}. It takes "
+        f"{', '.join(parameters)}, and passes on to the attention function only {', '.join(sorted(accepted))}."
+    )
+
+
+def name_near_misses(unknown: Iterable[str], known: list[str]) -> str:
+    """"`attention_maks` (did you mean `attention_mask`?), `foo`": each unknown name with its nearest known one."""
+    reasons = []
+    for name in unknown:
+        close = get_close_matches(name, known, n=1)
+        reasons.append(f"`{name}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+    return ", ".join(reasons)
 
 
 def is_compiling() -> bool:

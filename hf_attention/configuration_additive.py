@@ -52,10 +52,8 @@ class AdditiveAttentionConfig(HFAttentionConfig):
         return cls(**{"query_size": 6, "key_size": 4, "hidden_size": 8, **overrides})
 
     def validate_architecture(self):
-        """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
-        for name in ("query_size", "key_size", "hidden_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        """Part of `@strict` validation: impossible settings fail at construction, with the reason (the sizes are
+        checked by the base class)."""
         check_probability("attention_dropout", self.attention_dropout)
 
 

@@ -10,13 +10,14 @@ Torch-free, like every configuration file.
 
 import dataclasses
 import math
+import re
 from contextvars import ContextVar
 from difflib import get_close_matches
 
 from transformers import PreTrainedConfig
 from transformers.utils import logging
 
-from .checks import check_choice, check_non_negative, check_positive
+from .checks import check_choice, check_counts, check_positive, check_sizes
 
 logger = logging.get_logger(__name__)
 
@@ -36,6 +37,16 @@ def _generation_keys() -> frozenset:
 
     return frozenset(GenerationConfig._get_default_generation_params())
 
+
+# our fields that hold a size or a count, by name: each must be a positive integer (a width, a number of heads, a
+# length, a stride, ...), or an integer >= 0 for a number of layers, units or top-k candidates (a family may ask for
+# more), so that a negative or zero value fails at construction, naming the field, instead of deep inside torch
+SIZE_FIELD = re.compile(
+    r"^num_|_size$|_sizes$|_dim$|_channels$|_heads$|_length$|_layers$|^depths$|_depth$|_units$|_k$"
+    r"|^max_position_embeddings$|^reduction$|^recurrence$|^stride$"
+)
+COUNT_FIELD = re.compile(r"_layers$|_units$|^depths$|_top_k$")  # rerank_top_k=0: rank by ITC alone
+_TRANSFORMERS_FIELDS = frozenset(field.name for field in dataclasses.fields(PreTrainedConfig))
 
 # True while a saved config is read (`from_dict`, which `from_pretrained` and the Auto classes use)
 _READING_SAVED_CONFIG: ContextVar[bool] = ContextVar("hf_attention_reading_saved_config", default=False)
@@ -82,20 +93,35 @@ class HFAttentionConfig(PreTrainedConfig):
             f"(`config.{next(iter(near_misses))} = ...`). Fields: {', '.join(sorted(fields))}."
         )
 
-    def validate_common_fields(self):
-        """Part of `@strict` validation: the fields many configs share, when this config has them."""
+    def validate_all_common_fields(self):
+        """Part of `@strict` validation: the fields many configs share, when this config has them, and every size.
+
+        Named to sort before `validate_architecture`: `@strict` runs the validators in alphabetical order, and a
+        family's own checks compute with these values (`hidden_size % num_heads`), so a zero or a NaN must be
+        refused here first, by name."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name, None)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"`{field.name}` must be a finite number, got {value}.")
-        for name in ("layer_norm_eps", "norm_eps", "batch_norm_eps"):
+        for name in ("layer_norm_eps", "norm_eps", "batch_norm_eps", "initializer_range"):
             check_positive(name, getattr(self, name, None))
-        check_non_negative("initializer_range", getattr(self, "initializer_range", None))
+        self._check_sizes()
         if self.problem_type is not None:
             check_choice("problem_type", self.problem_type, PROBLEM_TYPES)
         for field in dataclasses.fields(self):
             if field.name.endswith(("_act", "activation", "activation_function")):
                 check_activation(field.name, getattr(self, field.name, None))
+
+    def _check_sizes(self) -> None:
+        """Every size or count field of ours (by name, `SIZE_FIELD`): integers, > 0 for sizes, >= 0 for counts."""
+        for field in dataclasses.fields(self):
+            if field.name in _TRANSFORMERS_FIELDS or not SIZE_FIELD.search(field.name):
+                continue
+            value = getattr(self, field.name, None)
+            values = enumerate(value) if isinstance(value, (list, tuple)) else [(None, value)]
+            check = check_counts if COUNT_FIELD.search(field.name) else check_sizes
+            for index, item in values:
+                check(**{field.name if index is None else f"{field.name}[{index}]": item})
 
     def validate_token_ids(self):
         """Part of `@strict` validation; transformers only logs a warning for an id outside the vocabulary."""

@@ -2,7 +2,6 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_positive
 from .configuration_base import HFAttentionConfig
 
 
@@ -38,8 +37,6 @@ class CrissCrossAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, "reduction": 2, **overrides})
 
     def validate_architecture(self):
-        for name in ("num_channels", "reduction", "recurrence"):
-            check_positive(name, getattr(self, name))
         if self.reduction > self.num_channels:
             raise ValueError(
                 f"`reduction` ({self.reduction}) is larger than the {self.num_channels} channels it divides; use at "

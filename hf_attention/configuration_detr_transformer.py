@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_positive, check_probability
 from .configuration_base import HFAttentionConfig
 
 
@@ -91,11 +91,9 @@ class DETRTransformerConfig(HFAttentionConfig):
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             check_probability(name, getattr(self, name))
-        for name in ("num_channels", "decoder_layers", "intermediate_size", "num_queries", "position_temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
-        if self.encoder_layers < 0:
-            raise ValueError(f"`encoder_layers` must be 0 or more, got {self.encoder_layers}.")
+        # the base checks every size and count (0 encoder layers is allowed); the decoder needs a layer
+        for name in ("decoder_layers", "position_temperature"):
+            check_positive(name, getattr(self, name))
         if self.hidden_size % 4:
             raise ValueError(
                 f"`hidden_size` must be a multiple of 4 for the 2-D sine position embeddings, got {self.hidden_size}."

@@ -2,7 +2,6 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_positive
 from .configuration_base import HFAttentionConfig
 
 
@@ -43,8 +42,6 @@ class DualAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, "reduction": 2, **overrides})
 
     def validate_architecture(self):
-        for name in ("num_channels", "inner_channels", "reduction"):
-            check_positive(name, getattr(self, name))
         inner = dual_attention_inner_channels(self.num_channels, self.inner_channels)
         if self.reduction > inner:
             raise ValueError(

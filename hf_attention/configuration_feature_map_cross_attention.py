@@ -61,10 +61,6 @@ class FeatureMapCrossAttentionConfig(HFAttentionConfig):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         check_probability("attention_dropout", self.attention_dropout)
-        if self.num_channels <= 0:
-            raise ValueError(f"`num_channels` must be positive, got {self.num_channels}.")
-        if self.encoder_hidden_size is not None and self.encoder_hidden_size <= 0:
-            raise ValueError(f"`encoder_hidden_size` must be positive, got {self.encoder_hidden_size}.")
 
 
 __all__ = ["FeatureMapCrossAttentionConfig"]

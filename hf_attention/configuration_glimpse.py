@@ -6,7 +6,7 @@ from .checks import check_choice, check_positive, check_probability
 from .configuration_base import HFAttentionConfig
 
 CORE_TYPES = ("rnn", "gru", "lstm")
-LOCATION_POLICIES = ("learned", "random")
+LOCATION_POLICIES = ("learned", "random", "raster")
 
 
 def as_size_pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
@@ -59,6 +59,12 @@ class RecurrentAttentionConfig(HFAttentionConfig):
         location_policy (`str`, defaults to `"learned"`):
             `"learned"`: the Gaussian policy trained with REINFORCE (the paper). `"random"`: every location drawn
             uniformly from [-1, 1]^2 and no REINFORCE term, the ablation that shows what the learned policy is worth.
+            `"raster"`: a fixed path over the image, the same for every image (rows of the grid of `num_glimpses`
+            cells closest to square, left to right, top to bottom, each glimpse at a cell's centre), no REINFORCE.
+        location_policy_hidden_units (`int`, defaults to 0):
+            0: the location policy's mean is tanh(Linear(h_t)) (the paper). Positive: a two-layer location network,
+            tanh(Linear(ReLU(Linear(h_t)))) with a hidden layer this wide, which later reproductions found to learn
+            the where-to-look task more reliably.
         reinforce_weight (`float`, defaults to 1.0):
             Weight of the REINFORCE term in the loss (cross-entropy + baseline MSE + weight x REINFORCE).
         num_monte_carlo_rollouts (`int`, defaults to 1):
@@ -94,6 +100,7 @@ class RecurrentAttentionConfig(HFAttentionConfig):
     core_type: str = "rnn"
     location_std: float | int = 0.1
     location_policy: str = "learned"
+    location_policy_hidden_units: int = 0
     reinforce_weight: float | int = 1.0
     num_monte_carlo_rollouts: int = 1
     hidden_dropout_prob: float | int = 0.0

@@ -6,7 +6,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
-from .checks import check_choice, check_positive, check_probability
+from .checks import check_choice, check_non_negative, check_positive, check_probability
 from .configuration_base import HFAttentionConfig
 from .configuration_clip_text import CLIPResidualTextConfig
 from .configuration_vit import VisionTransformerConfig
@@ -64,7 +64,8 @@ class VisionTextCrossAttentionConfig(HFAttentionConfig):
         itm_loss_weight (`float`, defaults to 1.0):
             Weight of the ITM loss in the retrieval head's loss (0 trains a dual encoder with ITC only).
         rerank_top_k (`int`, defaults to 16):
-            How many ITC candidates `rank` re-scores with ITM by default.
+            How many ITC candidates `rank` re-scores with ITM by default; 0 ranks by ITC alone (a converted CLIP,
+            whose ITM is untrained).
 
     Example:
 
@@ -124,14 +125,20 @@ class VisionTextCrossAttentionConfig(HFAttentionConfig):
     def validate_architecture(self):
         """Part of `@strict` validation: a tower or fusion the model could not build fails here, with the reason."""
         check_choice("fusion_direction", self.fusion_direction, FUSION_DIRECTIONS)
-        for name in ("projection_dim", "num_fusion_layers", "fusion_intermediate_size", "rerank_top_k"):
+        for name in ("projection_dim", "num_fusion_layers", "num_fusion_heads", "fusion_intermediate_size"):
             check_positive(name, getattr(self, name))
+        check_non_negative("rerank_top_k", self.rerank_top_k)
         check_probability("hidden_dropout_prob", self.hidden_dropout_prob)
         check_probability("attention_probs_dropout_prob", self.attention_probs_dropout_prob)
         if self.itm_loss_weight < 0:
             raise ValueError(f"`itm_loss_weight` must be >= 0, got {self.itm_loss_weight}.")
-        if not isinstance(self.vision_config, VisionTransformerConfig):
-            raise TypeError(f"`vision_config` must be a VisionTransformerConfig, got {type(self.vision_config)}.")
+        # by model_type, never isinstance: under trust_remote_code the config classes may come from two copies of a file
+        if getattr(self.vision_config, "model_type", None) != VisionTransformerConfig.model_type:
+            raise TypeError(
+                "`vision_config` must be a VisionTransformerConfig "
+                f"(model_type {VisionTransformerConfig.model_type!r}), "
+                f"got {type(self.vision_config).__name__}."
+            )
         check_text_config(self.text_config)
         query = "text" if self.fusion_direction == "text_to_image" else "vision"
         if self.fusion_hidden_size % self.num_fusion_heads:

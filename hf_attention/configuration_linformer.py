@@ -2,19 +2,18 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_attention_shape, check_probability
+from .checks import check_attention_shape, check_probability, check_sizes
 from .configuration_base import HFAttentionConfig
 
 PROJECTION_SHARING = ("none", "headwise", "key_value")
 
 
-def check_linformer(max_sequence_length: int, projected_length: int, sharing: str) -> None:
-    """Raise unless the Linformer projection settings are usable."""
-    if max_sequence_length <= 0 or projected_length <= 0:
-        raise ValueError(
-            f"The maximum sequence length and the projected length k must be positive, got {max_sequence_length} "
-            f"and {projected_length}."
-        )
+def check_linformer(
+    max_sequence_length: int, projected_length: int, sharing: str, length_name: str = "max_sequence_length"
+) -> None:
+    """Raise unless the Linformer projection settings are usable; `length_name` is what the caller calls the
+    maximum sequence length (the module's `max_length`)."""
+    check_sizes(**{length_name: max_sequence_length, "projected_length": projected_length})
     if sharing not in PROJECTION_SHARING:
         raise ValueError(f"The projection sharing must be one of {PROJECTION_SHARING}, got {sharing!r}.")
 

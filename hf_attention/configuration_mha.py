@@ -59,8 +59,6 @@ class MultiHeadAttentionConfig(HFAttentionConfig):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         check_probability("attention_dropout", self.attention_dropout)
-        if self.encoder_hidden_size is not None and self.encoder_hidden_size <= 0:
-            raise ValueError(f"`encoder_hidden_size` must be positive, got {self.encoder_hidden_size}.")
 
 
 __all__ = ["MultiHeadAttentionConfig"]

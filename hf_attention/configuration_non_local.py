@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_choice, check_positive
+from .checks import check_choice
 from .configuration_base import HFAttentionConfig
 
 NON_LOCAL_PAIRWISE_FUNCTIONS = ("embedded_gaussian", "dot_product", "concatenation", "gaussian")
@@ -47,8 +47,6 @@ class NonLocalConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, **overrides})
 
     def validate_architecture(self):
-        check_positive("num_channels", self.num_channels)
-        check_positive("inner_channels", self.inner_channels)
         check_choice("pairwise_function", self.pairwise_function, NON_LOCAL_PAIRWISE_FUNCTIONS)
 
 

@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_non_negative, check_positive
+from .checks import check_positive
 from .configuration_base import HFAttentionConfig
 
 
@@ -44,9 +44,9 @@ class ResidualAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, **overrides})
 
     def validate_architecture(self):
-        for name in ("num_channels", "num_trunk_units", "num_mask_units", "mask_depth"):
+        # the base checks every size and count; the trunk and the mask branch need at least one unit each
+        for name in ("num_trunk_units", "num_mask_units"):
             check_positive(name, getattr(self, name))
-        check_non_negative("num_pre_post_units", self.num_pre_post_units)
 
 
 __all__ = ["ResidualAttentionConfig"]

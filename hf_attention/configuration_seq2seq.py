@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_probability
+from .checks import check_positive, check_probability
 from .configuration_base import HFAttentionConfig
 
 CONTEXT_TYPES = ("additive", "fixed")
@@ -37,9 +37,14 @@ class RecurrentSeq2SeqConfig(HFAttentionConfig):
         initializer_range (`float`, defaults to 0.02):
             Standard deviation of the normal initialisation of embeddings and linear layers (GRU weights use
             Xavier / orthogonal initialisation).
-        pad_token_id (`int`, defaults to 0), bos_token_id (`int`, defaults to 1), eos_token_id (`int`, defaults to 2),
+        pad_token_id (`int`, defaults to 0):
+            Padding token.
+        bos_token_id (`int`, defaults to 1):
+            Beginning-of-sequence token.
+        eos_token_id (`int`, defaults to 2):
+            End-of-sequence token; generation stops at it.
         decoder_start_token_id (`int`, defaults to 1):
-            Special tokens; generation starts from `decoder_start_token_id` and stops at `eos_token_id`.
+            The token generation starts from.
 
     Example:
 
@@ -77,9 +82,7 @@ class RecurrentSeq2SeqConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_layers", "attention_hidden_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        check_positive("num_layers", self.num_layers)  # the base allows 0 layers; a GRU needs one
         for name in ("dropout", "attention_dropout"):
             check_probability(name, getattr(self, name))
         if self.context not in CONTEXT_TYPES:

@@ -2,7 +2,6 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_positive
 from .configuration_base import HFAttentionConfig
 
 
@@ -37,10 +36,6 @@ class SpatialTransformerConfig(HFAttentionConfig):
     def tiny(cls, **overrides) -> "SpatialTransformerConfig":
         """A configuration of a few hundred parameters for tests and demos (every REGISTRY config has one)."""
         return cls(**{"localisation_channels": 4, "pooled_size": 2, "hidden_size": 8, **overrides})
-
-    def validate_architecture(self):
-        for name in ("num_channels", "localisation_channels", "pooled_size", "hidden_size"):
-            check_positive(name, getattr(self, name))
 
 
 __all__ = ["SpatialTransformerConfig"]

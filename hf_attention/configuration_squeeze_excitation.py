@@ -2,7 +2,7 @@
 
 from huggingface_hub.dataclasses import strict
 
-from .checks import check_choice, check_positive
+from .checks import check_choice
 from .configuration_base import HFAttentionConfig
 
 SQUEEZE_EXCITATION_BLOCK_TYPES = ("layer", "basic", "bottleneck")
@@ -50,8 +50,6 @@ class SqueezeExcitationConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
-        for name in ("num_channels", "reduction", "out_channels", "stride"):
-            check_positive(name, getattr(self, name))
         check_choice("block_type", self.block_type, SQUEEZE_EXCITATION_BLOCK_TYPES)
         out_channels = self.out_channels or self.num_channels
         if self.block_type == "layer" and (out_channels != self.num_channels or self.stride != 1):

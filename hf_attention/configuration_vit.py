@@ -55,6 +55,9 @@ class VisionTransformerConfig(HFAttentionConfig):
             Standard deviation of the (truncated) normal initialisation of weights and embeddings.
         qkv_bias (`bool`, defaults to `True`):
             Whether the query/key/value projection has a bias.
+        pre_layernorm (`bool`, defaults to `False`):
+            A layer norm on the embeddings before the first layer (`pre_layernorm`), as CLIP's vision tower has
+            (its `pre_layrnorm`); a converted CLIP vision tower needs it.
         pooling (`str`, defaults to `"cls"`):
             How the image representation is read off the last layer: `"cls"` takes the class token,
             `"mean"` averages the patch tokens.
@@ -95,6 +98,7 @@ class VisionTransformerConfig(HFAttentionConfig):
     layer_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     qkv_bias: bool = True
+    pre_layernorm: bool = False
     pooling: str = "cls"
     attention_type: str = "softmax"
     linformer_k: int = 256

@@ -10,6 +10,7 @@ weights. Each family adds one converter: a config translation plus a state-dict 
 
 import contextlib
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -22,11 +23,13 @@ from transformers.core_model_loading import Chunk, WeightConverter, WeightRenami
 from .configuration_clip_residual import CLIPResidualTransformerConfig
 from .configuration_clip_text import CLIPResidualTextConfig
 from .configuration_detr_transformer import DETRTransformerConfig
+from .configuration_image_text import VisionTextCrossAttentionConfig
 from .configuration_video import VideoTextTransformerConfig, VideoTransformerConfig
 from .configuration_vit import VisionTransformerConfig
 from .modeling_clip_residual import CLIPResidualAttentionBlock, CLIPResidualTransformerModel
 from .modeling_clip_text import CLIPResidualTextModel
 from .modeling_detr_transformer import DETRTransformerDecoderLayer, DETRTransformerEncoderLayer, DETRTransformerModel
+from .modeling_image_text import VisionTextCrossAttentionModel
 from .modeling_video import VideoTextTransformerModel, VideoTransformerModel
 from .modeling_vit import VisionTransformerForImageClassification, VisionTransformerModel
 from .pretrained import HFAttentionPreTrainedModel
@@ -83,6 +86,41 @@ CLIP_TEXT_CONFIG_FIELDS = [
     "bos_token_id",
     "eos_token_id",
 ]
+
+# transformers' CLIPVisionModel name (CLIPModel's under `vision_model.`) -> our VisionTransformerModel: CLIP's vision
+# tower is a pre-norm ViT with a norm on the embeddings, `pre_layrnorm`, which ours holds as `pre_layernorm`
+CLIP_VISION_RENAMES = [
+    (r"^(?:vision_model\.)?embeddings\.class_embedding$", "embeddings.cls_token"),
+    (r"^(?:vision_model\.)?embeddings\.patch_embedding\.", "embeddings.patch_embeddings.projection."),
+    (r"^(?:vision_model\.)?embeddings\.position_embedding\.weight$", "embeddings.position_embeddings"),
+    (r"^(?:vision_model\.)?pre_layrnorm\.", "pre_layernorm."),
+    (r"^(?:vision_model\.)?post_layernorm\.", "layernorm."),
+    (r"^(?:vision_model\.)?encoder\.layers\.(\d+)\.layer_norm1\.", r"layers.\1.layernorm_before."),
+    (r"^(?:vision_model\.)?encoder\.layers\.(\d+)\.self_attn\.", r"layers.\1.attention."),
+    (r"^(?:vision_model\.)?encoder\.layers\.(\d+)\.layer_norm2\.", r"layers.\1.layernorm_after."),
+    (r"^(?:vision_model\.)?encoder\.layers\.", "layers."),
+]
+# our VisionTransformerConfig field <- transformers' CLIPVisionConfig field (same meaning, same name)
+CLIP_VISION_CONFIG_FIELDS = [
+    "image_size",
+    "patch_size",
+    "num_channels",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "initializer_range",
+]
+# transformers' CLIPModel name -> our VisionTextCrossAttentionModel: the towers under the same prefixes, the projections
+# and the logit scale under the same names
+CLIP_RENAMES = [
+    *[(pattern, "vision_model." + replacement) for pattern, replacement in CLIP_VISION_RENAMES],
+    (r"^text_model\.(embeddings|encoder)\.", "text_model."),
+]
+# what our image-text model has and CLIP has not: the ITM fusion, initialised afresh
+CLIP_NEW_WEIGHTS = [r"^fusion\."]
 
 # transformers' XCLIPVisionModel name -> our VideoTransformerModel (its layers keep X-CLIP's names)
 XCLIP_VISION_RENAMES = [
@@ -204,6 +242,79 @@ def convert_clip_text(model: PreTrainedModel) -> CLIPResidualTextModel:
     config = _clip_text_config(model.config)
     state_dict = rename_state_dict(model.state_dict(), CLIP_TEXT_RENAMES, dropped=[r"position_ids$"])
     return _load_converted(CLIPResidualTextModel, config, state_dict, model.dtype)
+
+
+def _clip_vision_config(source_config) -> VisionTransformerConfig:
+    fields = {name: getattr(source_config, name) for name in CLIP_VISION_CONFIG_FIELDS}
+    return VisionTransformerConfig(
+        **fields,
+        attention_probs_dropout_prob=source_config.attention_dropout,
+        hidden_dropout_prob=0.0,
+        qkv_bias=True,
+        pre_layernorm=True,
+        pooling="cls",
+    )
+
+
+def _clip_vision_tensors(state_dict: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """CLIP's vision tensors (already renamed, under `prefix`) in our ViT's shapes: the class and position embeddings
+    gain the leading batch axis ours broadcasts, and the patch projection, which CLIP has without a bias, gets a zero
+    bias (the same map)."""
+    embeddings = prefix + "embeddings."
+    converted = dict(state_dict)
+    converted[embeddings + "cls_token"] = state_dict[embeddings + "cls_token"].reshape(1, 1, -1)
+    converted[embeddings + "position_embeddings"] = state_dict[embeddings + "position_embeddings"][None]
+    weight = state_dict[embeddings + "patch_embeddings.projection.weight"]
+    converted[embeddings + "patch_embeddings.projection.bias"] = weight.new_zeros(weight.shape[0])
+    return converted
+
+
+def _warn_clip_last_hidden_state() -> None:
+    logger.warning(
+        "CLIP's vision last_hidden_state is the encoder output before post_layernorm; ours (as transformers' ViT) "
+        "applies that norm to every token. pooler_output, the embeddings and the logits are unchanged."
+    )
+
+
+def convert_clip_vision(model: PreTrainedModel) -> VisionTransformerModel:
+    """transformers' `CLIPVisionModel`: CLIP's vision tower as our ViT with `pre_layernorm=True`."""
+    _warn_clip_last_hidden_state()
+    state_dict = rename_state_dict(model.state_dict(), CLIP_VISION_RENAMES, dropped=[r"position_ids$"])
+    return _load_converted(
+        VisionTransformerModel, _clip_vision_config(model.config), _clip_vision_tensors(state_dict), model.dtype
+    )
+
+
+def convert_clip(model: PreTrainedModel) -> VisionTextCrossAttentionModel:
+    """transformers' `CLIPModel`: both towers, both projections and the logit scale, in our image-text model.
+
+    CLIP has no image-text matching (ITM) fusion, which our model adds: it is initialised afresh (one layer), and
+    `rerank_top_k=0` so that `rank` orders by the contrastive scores alone, as CLIP does, until the ITM is trained.
+    """
+    source = model.config
+    logger.warning(
+        "CLIPModel has no image-text matching fusion: the converted model's fusion and ITM head are new and untrained "
+        "(itm_logits mean nothing until it is fine-tuned); rank() orders by CLIP's contrastive scores alone "
+        "(rerank_top_k=0)."
+    )
+    _warn_clip_last_hidden_state()
+    text_config = _clip_text_config(source.text_config)
+    logit_scale = float(model.logit_scale.detach())
+    config = VisionTextCrossAttentionConfig(
+        vision_config=_clip_vision_config(source.vision_config).to_dict(),
+        text_config=text_config.to_dict(),
+        projection_dim=source.projection_dim,
+        logit_scale_init_value=source.logit_scale_init_value,
+        # CLIP does not clamp its logit scale when it scores, ours does: never below the converted value
+        max_logit_scale=max(math.log(100.0), logit_scale),
+        num_fusion_layers=1,
+        num_fusion_heads=text_config.num_attention_heads,
+        fusion_intermediate_size=text_config.intermediate_size,
+        rerank_top_k=0,
+    )
+    state_dict = rename_state_dict(model.state_dict(), CLIP_RENAMES, dropped=[r"position_ids$"])
+    state_dict = _clip_vision_tensors(state_dict, prefix="vision_model.")
+    return _load_into(VisionTextCrossAttentionModel(config), state_dict, model.dtype, new_weights=CLIP_NEW_WEIGHTS)
 
 
 def convert_clip_encoder(encoder: torch.nn.Module) -> CLIPResidualTransformerModel:
@@ -328,8 +439,11 @@ def _load_converted(target_class, config, state_dict, dtype) -> PreTrainedModel:
     return _load_into(target_class(config), state_dict, dtype)
 
 
-def _load_into(converted: torch.nn.Module, state_dict, dtype) -> torch.nn.Module:
+def _load_into(converted: torch.nn.Module, state_dict, dtype, new_weights: Iterable[str] = ()) -> torch.nn.Module:
+    """Load `state_dict` into `converted`; every weight must match, but for those `new_weights` (regexes) name, which
+    the source model has no counterpart of and keep their initialisation."""
     missing, unexpected = converted.load_state_dict(state_dict, strict=False)
+    missing = [name for name in missing if not any(re.search(pattern, name) for pattern in new_weights)]
     if missing or unexpected:
         raise ValueError(
             f"Converting into {type(converted).__name__} left weights unmatched: missing {sorted(missing)}, "
@@ -489,7 +603,9 @@ def convert_timm_non_local_state_dict(state_dict: dict[str, torch.Tensor]) -> di
 CONVERTERS: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {
     "ViTModel": convert_vit,
     "ViTForImageClassification": convert_vit,
+    "CLIPModel": convert_clip,
     "CLIPTextModel": convert_clip_text,
+    "CLIPVisionModel": convert_clip_vision,
     "CLIPEncoder": convert_clip_encoder,
     "CLIPEncoderLayer": convert_clip_encoder_layer,
     "DetrEncoderLayer": convert_detr_layer,
@@ -504,7 +620,9 @@ def from_transformers(model: torch.nn.Module) -> torch.nn.Module:
     """Our equivalent of a transformers model, with the same weights (outputs agree within 1e-5 in fp32).
 
     Supported: `ViTModel` -> `VisionTransformerModel`, `ViTForImageClassification` ->
-    `VisionTransformerForImageClassification`, `CLIPTextModel` -> `CLIPResidualTextModel`, `CLIPEncoder` ->
+    `VisionTransformerForImageClassification`, `CLIPModel` -> `VisionTextCrossAttentionModel` (CLIP's towers,
+    projections and logit scale; its ITM fusion, which CLIP has not, new), `CLIPVisionModel` -> `VisionTransformerModel`
+    (with `pre_layernorm`), `CLIPTextModel` -> `CLIPResidualTextModel`, `CLIPEncoder` ->
     `CLIPResidualTransformerModel` (causal when it is a text encoder), and single layers into our layer modules:
     `CLIPEncoderLayer` -> `CLIPResidualAttentionBlock`, `DetrEncoderLayer` / `DetrDecoderLayer` ->
     `DETRTransformerEncoderLayer` / `DETRTransformerDecoderLayer`, `DetrModel` -> `DETRTransformerModel` (its

@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .checks import check_probability, check_sizes
+
 
 class FeedForward(nn.Module):
     """A transformer layer's MLP: fc2(dropout(activation(fc1(x)))).
@@ -18,6 +20,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str, dropout: float = 0.0):
         super().__init__()
+        check_sizes(hidden_size=hidden_size, intermediate_size=intermediate_size)
+        check_probability("dropout", dropout)
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.activation_fn = ACT2FN[hidden_act]
         self.dropout = nn.Dropout(dropout)
@@ -49,6 +53,13 @@ class AttentionMap(nn.Module):
         return probabilities
 
 
+def normalize_embeddings(embeddings: torch.Tensor) -> torch.Tensor:
+    """L2-normalise the last dimension, in float32 and back: a zero vector (a text with no real token) stays zero.
+
+    In half precision `F.normalize`'s epsilon (1e-12) rounds to 0, so a zero vector would give 0 / 0 = NaN."""
+    return nn.functional.normalize(embeddings.float(), dim=-1).to(embeddings.dtype)
+
+
 def contrastive_loss(logits: torch.Tensor, rows: str = "image", columns: str = "text") -> torch.Tensor:
     """CLIP's symmetric InfoNCE over matched pairs (row i with column i): the mean of both directions' cross-entropy,
     in float32. `rows` and `columns` name what the logits score, for the error message."""
@@ -63,4 +74,4 @@ def contrastive_loss(logits: torch.Tensor, rows: str = "image", columns: str = "
     return (nn.functional.cross_entropy(logits, targets) + nn.functional.cross_entropy(logits.T, targets)) / 2
 
 
-__all__ = ["AttentionMap", "FeedForward", "contrastive_loss", "drop_path"]
+__all__ = ["AttentionMap", "FeedForward", "contrastive_loss", "drop_path", "normalize_embeddings"]

@@ -13,11 +13,11 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import pool_values
-from .checks import check_float_input, check_probability
+from .attention import ATTENTION_KWARGS, pool_values
+from .checks import check_dtype_matches, check_float_input, check_keywords, check_probability, check_sizes
 from .configuration_additive import AdditiveAttentionConfig
 from .masks import masked_softmax, score_keep_mask, validate_padding_mask
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, in_model_dtype, resolve_forward_kwargs
 
 
 class AdditiveAttention(nn.Module):
@@ -36,6 +36,7 @@ class AdditiveAttention(nn.Module):
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False):
         super().__init__()
+        check_sizes(query_dim=query_dim, key_dim=key_dim, hidden_dim=hidden_dim)
         check_probability("dropout", dropout)
         self.query_proj = nn.Linear(query_dim, hidden_dim, bias=bias)  # W_q
         self.key_proj = nn.Linear(key_dim, hidden_dim, bias=bias)  # W_k
@@ -55,8 +56,10 @@ class AdditiveAttention(nn.Module):
 
         `values` (batch, k_len, value_dim) default to the keys. `attention_mask` is a key padding mask
         (batch, k_len), or (batch, q_len, k_len) per query, with 1/True for keys to keep; a query with no key
-        to keep outputs zeros. Weights are (batch, 1, q_len, k_len): one head.
+        to keep outputs zeros. Weights are (batch, 1, q_len, k_len): one head. Other keywords: transformers'
+        `TransformersKwargs` only (a model passes them down); anything else is refused.
         """
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
         values = keys if values is None else values
         self._check_inputs(queries, keys, values)
         keep = score_keep_mask(attention_mask, queries.shape[0], queries.shape[1], keys.shape[1])
@@ -84,6 +87,8 @@ class AdditiveAttention(nn.Module):
             )
         for name, tensor in (("queries", queries), ("keys", keys), ("values", values)):
             check_float_input(name, tensor, "(batch, length, width)")
+            if name != "values":  # the values are only averaged, in float32 (`pool_values`)
+                check_dtype_matches(name, tensor, self)
             if tensor.shape[1] == 0:
                 raise ValueError(f"`{name}` is an empty sequence (length 0); attention needs at least one.")
 
@@ -150,6 +155,10 @@ class AdditiveAttentionModel(AdditiveAttentionPreTrainedModel):
             raise ValueError(
                 "inputs_embeds (the queries) and encoder_hidden_states (the keys and values) are both required."
             )
+        inputs_embeds, encoder_hidden_states = (
+            in_model_dtype(self, inputs_embeds),
+            in_model_dtype(self, encoder_hidden_states),
+        )
         if encoder_attention_mask is not None and encoder_hidden_states.dim() == 3:
             encoder_attention_mask = validate_padding_mask(
                 encoder_attention_mask, *encoder_hidden_states.shape[:2], "encoder_attention_mask"

@@ -15,12 +15,12 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import MultiHeadAttention
-from .checks import check_float_input
+from .attention import ATTENTION_KWARGS, MultiHeadAttention
+from .checks import check_dtype_matches, check_float_input, check_keywords, check_positive, check_sizes
 from .configuration_clip_residual import CLIPResidualTransformerConfig
 from .layers import FeedForward
 from .masks import AttentionMask, build_attention_mask, validate_padding_mask
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, in_model_dtype, resolve_forward_kwargs
 
 
 class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
@@ -55,6 +55,8 @@ class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
         config=None,
     ):
         super().__init__()
+        check_sizes(hidden_size=hidden_size, num_heads=num_heads, intermediate_size=intermediate_size)
+        check_positive("layer_norm_eps", layer_norm_eps)
         self.layer_norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.self_attn = MultiHeadAttention(
             hidden_size,
@@ -85,6 +87,9 @@ class CLIPResidualAttentionBlock(GradientCheckpointingLayer):
     def forward(
         self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | AttentionMask | None = None, **kwargs
     ) -> torch.Tensor:
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
+        check_float_input("hidden_states", hidden_states, "(batch, length, hidden_size)")
+        check_dtype_matches("hidden_states", hidden_states, self)
         attention_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask=attention_mask, **kwargs)
         hidden_states = hidden_states + attention_output
         return hidden_states + self.mlp(self.layer_norm2(hidden_states))
@@ -150,7 +155,7 @@ class CLIPResidualTransformerModel(CLIPResidualTransformerPreTrainedModel):
             query_padding_mask=attention_mask,
             is_causal=self.config.is_causal,
         )
-        hidden_states = inputs_embeds
+        hidden_states = in_model_dtype(self, inputs_embeds)
         for block in self.layers:
             hidden_states = block(hidden_states, attention_mask=mask, **kwargs)
         return BaseModelOutput(last_hidden_state=hidden_states)

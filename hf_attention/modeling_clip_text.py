@@ -19,7 +19,7 @@ from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
 from .attention import MultiHeadAttention
-from .checks import check_input_ids
+from .checks import check_input_ids, check_position_ids
 from .configuration_clip_text import CLIPResidualTextConfig
 from .masks import build_attention_mask, validate_padding_mask
 from .modeling_clip_residual import CLIPResidualAttentionBlock
@@ -90,6 +90,7 @@ class CLIPResidualTextModel(HFAttentionPreTrainedModel):
         length = input_ids.shape[1]
         if position_ids is None:
             position_ids = torch.arange(length, device=input_ids.device)[None]
+        check_position_ids(position_ids, input_ids.shape[0], length, self.config.max_position_embeddings)
         hidden_states = self.token_embedding(input_ids) + self.position_embedding(position_ids)
         mask = build_attention_mask(
             self.config._attn_implementation,

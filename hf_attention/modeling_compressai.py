@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_channels, check_feature_map
+from .checks import check_feature_map, check_sizes
 from .configuration_compressai import CompressAIAttentionConfig
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 
@@ -40,7 +40,7 @@ class CompressAIAttentionBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        check_channels(channels=channels)
+        check_sizes(channels=channels)
         if channels < 2:
             raise ValueError(f"channels must be at least 2 (the residual units use channels // 2), got {channels}.")
         self.channels = channels
@@ -50,7 +50,7 @@ class CompressAIAttentionBlock(nn.Module):
         )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         return hidden_states + self.conv_a(hidden_states) * torch.sigmoid(self.conv_b(hidden_states))
 
 

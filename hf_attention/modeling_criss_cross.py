@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from transformers import initialization as init
 
-from .checks import check_channels, check_feature_map, check_positive, check_reduction, reduced
+from .checks import check_feature_map, check_reduction, check_sizes, reduced
 from .configuration_criss_cross import CrissCrossAttentionConfig
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel, init_query_key_
 from .layers import AttentionMap
@@ -36,9 +36,9 @@ class CrissCrossAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 8, recurrence: int = 2):
         super().__init__()
-        check_channels(channels=channels)
+        check_sizes(channels=channels)
         check_reduction(reduction, channels)
-        check_positive("recurrence", recurrence)
+        check_sizes(recurrence=recurrence)
         self.channels = channels
         self.recurrence = recurrence
         self.query = nn.Conv2d(channels, reduced(channels, reduction), 1)
@@ -72,7 +72,7 @@ class CrissCrossAttention(nn.Module):
         return (from_column + from_row).to(hidden_states.dtype)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         for _ in range(self.recurrence):
             hidden_states = hidden_states + self.gamma * self.attend(hidden_states)
         return hidden_states

@@ -25,12 +25,19 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import MultiHeadAttention
-from .checks import check_float_input
+from .attention import ATTENTION_KWARGS, MultiHeadAttention
+from .checks import (
+    check_dtype_matches,
+    check_float_input,
+    check_keywords,
+    check_positive,
+    check_probability,
+    check_sizes,
+)
 from .configuration_detr_transformer import DETRTransformerConfig
 from .layers import FeedForward
 from .masks import AttentionMask, build_attention_mask, validate_padding_mask
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, in_model_dtype, resolve_forward_kwargs
 
 
 def sine_position_embeddings(pixel_mask: torch.Tensor, hidden_size: int, temperature: float) -> torch.Tensor:
@@ -58,6 +65,7 @@ def with_position(
 ) -> torch.Tensor:
     if position_embeddings is None:
         return hidden_states
+    check_float_input(name, position_embeddings, "(batch, length, hidden_size)")
     if position_embeddings.shape != hidden_states.shape:
         raise ValueError(
             f"{name} must have the shape of the tokens they are added to, {tuple(hidden_states.shape)}, "
@@ -101,6 +109,9 @@ class DETRTransformerLayerBase(GradientCheckpointingLayer):
         config=None,
     ):
         super().__init__()
+        check_sizes(hidden_size=hidden_size, num_heads=num_heads, intermediate_size=intermediate_size)
+        check_probability("dropout", dropout)
+        check_positive("layer_norm_eps", layer_norm_eps)
         self.normalize_before = normalize_before
         self.dropout = nn.Dropout(dropout)
         attention = dict(dropout=attention_dropout, attn_implementation=attn_implementation, config=config)
@@ -134,6 +145,9 @@ class DETRTransformerEncoderLayer(DETRTransformerLayerBase):
     ) -> torch.Tensor:
         """`attention_mask` (batch, length), 1 for tokens to keep, hides padded tokens as keys; `position_embeddings`
         (batch, length, hidden_size) are added to queries and keys only."""
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
+        check_float_input("hidden_states", hidden_states, "(batch, length, hidden_size)")
+        check_dtype_matches("hidden_states", hidden_states, self)
 
         def self_attention(states):
             return self.self_attn(
@@ -166,6 +180,11 @@ class DETRTransformerDecoderLayer(DETRTransformerLayerBase):
         hidden_size). `query_position_embeddings` are added to the queries (and, in self-attention, to the keys),
         `position_embeddings` to the memory's keys; values never get position embeddings. `attention_mask` masks
         padded queries as keys of the self-attention, `encoder_attention_mask` padded memory tokens."""
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
+        check_float_input("hidden_states", hidden_states, "(batch, queries, hidden_size)")
+        check_float_input("encoder_hidden_states", encoder_hidden_states, "(batch, length, hidden_size)")
+        for name, states in (("hidden_states", hidden_states), ("encoder_hidden_states", encoder_hidden_states)):
+            check_dtype_matches(name, states, self)
 
         def self_attention(states):
             queries = with_position(states, query_position_embeddings, "query_position_embeddings")
@@ -403,6 +422,7 @@ class DETRTransformerModel(DETRTransformerPreTrainedModel):
         """
         kwargs = resolve_forward_kwargs(self, kwargs)
         feature_map, pixel_mask = self._check_inputs(feature_map, pixel_mask)
+        feature_map = in_model_dtype(self, feature_map)
         tokens = rearrange(self.input_projection(feature_map), "b d h w -> b (h w) d")
         positions = sine_position_embeddings(pixel_mask, self.config.hidden_size, self.config.position_temperature)
         positions = positions.to(tokens.dtype)

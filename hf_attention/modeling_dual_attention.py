@@ -21,7 +21,7 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs
 
 from .attention import attend_over_positions, current_implementation
-from .checks import check_channels, check_feature_map, check_reduction, reduced
+from .checks import check_feature_map, check_reduction, check_sizes, reduced
 from .configuration_dual_attention import DualAttentionConfig, dual_attention_inner_channels
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel, init_query_key_, recorded_with_attentions
 from .layers import AttentionMap
@@ -45,7 +45,7 @@ class PositionAttention(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 8, attn_implementation: str = "sdpa", config=None):
         super().__init__()
-        check_channels(channels=channels)
+        check_sizes(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
         self.query = nn.Conv2d(channels, reduced(channels, reduction), 1)
@@ -64,7 +64,7 @@ class PositionAttention(nn.Module):
         init_query_key_(self.key)
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         query, key, value = self.query(hidden_states), self.key(hidden_states), self.value(hidden_states)
         attended, probabilities = attend_over_positions(
             self, query, key, value, current_implementation(self), output_attentions
@@ -84,7 +84,7 @@ class ChannelAttention(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        check_channels(channels=channels)
+        check_sizes(channels=channels)
         self.channels = channels
         self.gamma = nn.Parameter(torch.zeros(1))
         self.attention_map = ChannelAttentionMap()
@@ -94,7 +94,7 @@ class ChannelAttention(nn.Module):
         init.zeros_(self.gamma)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         flat = hidden_states.flatten(2).float()  # (batch, channels, positions)
         energy = torch.bmm(flat, flat.transpose(1, 2))
         energy = energy.amax(dim=-1, keepdim=True) - energy
@@ -123,7 +123,7 @@ class DualAttention(nn.Module):
         config=None,
     ):
         super().__init__()
-        check_channels(channels=channels, inner_channels=inner_channels)
+        check_sizes(channels=channels, inner_channels=inner_channels)
         inner = dual_attention_inner_channels(channels, inner_channels)
         self.channels = channels
         self.position_in = conv_bn_relu(channels, inner)
@@ -134,7 +134,7 @@ class DualAttention(nn.Module):
         self.channel_out = conv_bn_relu(inner, channels)
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         position = self.position_attention(self.position_in(hidden_states), output_attentions)
         channel = self.channel_attention(self.channel_in(hidden_states))
         return self.position_out(position) + self.channel_out(channel)

@@ -14,11 +14,11 @@ from torch import nn
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import MultiHeadAttention, current_implementation
-from .checks import check_float_input
+from .attention import ATTENTION_KWARGS, MultiHeadAttention, current_implementation
+from .checks import check_dtype_matches, check_float_input, check_keywords, check_sizes
 from .configuration_feature_map_cross_attention import FeatureMapCrossAttentionConfig
 from .masks import build_attention_mask, validate_padding_mask
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, in_model_dtype, resolve_forward_kwargs
 
 
 class FeatureMapCrossAttention(nn.Module):
@@ -51,6 +51,7 @@ class FeatureMapCrossAttention(nn.Module):
         config=None,
     ):
         super().__init__()
+        check_sizes(in_channels=in_channels, embed_dim=embed_dim, num_heads=num_heads, context_dim=context_dim)
         self.in_channels = in_channels
         self.proj_in = nn.Conv2d(in_channels, embed_dim, kernel_size=1)
         self.attention = MultiHeadAttention(
@@ -72,7 +73,9 @@ class FeatureMapCrossAttention(nn.Module):
         output_attentions: bool = False,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`context_mask` (batch, context_length) holds 1 for context tokens to keep and 0 for padding."""
+        """`context_mask` (batch, context_length) holds 1 for context tokens to keep and 0 for padding. Other
+        keywords: transformers' `TransformersKwargs` only (a model passes them down); anything else is refused."""
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
         self._check_inputs(feature_map, context)
         batch_size, _, height, width = feature_map.shape
         queries = rearrange(self.proj_in(feature_map), "b c h w -> b (h w) c")
@@ -97,6 +100,7 @@ class FeatureMapCrossAttention(nn.Module):
                 f"got {tuple(feature_map.shape)}."
             )
         check_float_input("feature_map", feature_map, f"(batch, {self.in_channels}, height, width)")
+        check_dtype_matches("feature_map", feature_map, self)
         if feature_map.shape[2] == 0 or feature_map.shape[3] == 0:
             raise ValueError(f"The feature map is empty ({feature_map.shape[2]}x{feature_map.shape[3]} pixels).")
         if context.dim() != 3 or context.shape[0] != feature_map.shape[0]:
@@ -185,6 +189,10 @@ class FeatureMapCrossAttentionModel(FeatureMapCrossAttentionPreTrainedModel):
         kwargs = resolve_forward_kwargs(self, kwargs)
         if feature_map is None or encoder_hidden_states is None:
             raise ValueError("feature_map (batch, C, H, W) and encoder_hidden_states (batch, L, D) are both required.")
+        feature_map, encoder_hidden_states = (
+            in_model_dtype(self, feature_map),
+            in_model_dtype(self, encoder_hidden_states),
+        )
         if encoder_attention_mask is not None and encoder_hidden_states.dim() == 3:
             encoder_attention_mask = validate_padding_mask(
                 encoder_attention_mask, *encoder_hidden_states.shape[:2], "encoder_attention_mask"

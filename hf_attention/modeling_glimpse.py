@@ -3,7 +3,8 @@
 Hard attention: the model looks at a few small glimpses instead of the whole image, and *where* it looks is a
 sampled, non-differentiable choice, trained with REINFORCE. Data flow, for t = 0 .. num_glimpses - 1:
 
-    location l_t ~ N(tanh(W h_t.detach()), std^2)              (LocationPolicy; h_0 = 0, so l_0 is learned too)
+    location l_t ~ N(tanh(W h_t.detach()), std^2)              (LocationPolicy; h_0 = 0, so l_0 is learned too;
+                                                               optionally tanh(W2 ReLU(W1 h_t.detach())))
     patches   = retina(image, l_t)                             (GlimpseSensor: k scales, g x g each)
     g_t       = ReLU(Linear(ReLU(Linear(patches))) + Linear(ReLU(Linear(l_t))))   (GlimpseNetwork: what + where)
     h_{t+1}   = core(g_t, h_t)                                 (rnn / gru / lstm)
@@ -168,9 +169,11 @@ class RecurrentAttentionStep(GradientCheckpointingLayer):
         hidden_state: torch.Tensor,
         cell_state: torch.Tensor | None,
         locations: torch.Tensor,
-        pyramid: tuple[torch.Tensor, ...] = (),
+        *pyramid: torch.Tensor,
         image_size: tuple[int, int] = (0, 0),
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The pyramid levels come positionally: reentrant checkpointing passes gradients only to positional tensors
+        (keyword arguments are frozen into the recomputed function), and the pixels may require a gradient."""
         locations = locations.detach()  # hard attention: no gradient through where the model looked
         patches = self.sensor.read(pyramid, locations, image_size)
         glimpse = self.glimpse_network(patches, locations)
@@ -180,22 +183,27 @@ class RecurrentAttentionStep(GradientCheckpointingLayer):
 class LocationPolicy(nn.Module):
     """Gaussian policy over the next location: mean tanh(W h.detach() + b), fixed std; samples clamped to [-1, 1].
 
-    The hidden state is detached, so REINFORCE trains only this layer (as in the paper's reimplementations) and
+    With `policy_hidden_size` > 0 the mean is tanh(W ReLU(W1 h.detach() + b1) + b), a two-layer location network.
+    The hidden state is detached, so REINFORCE trains only this network (as in the paper's reimplementations) and
     the core is shaped by the classification loss alone. The log-probability is that of the sample before
     clamping (the clamp is part of the environment, not of the policy). Without sampling (eval) the location is the
     mean, and the log-probability is the density there.
     """
 
-    def __init__(self, hidden_size: int, std: float):
+    def __init__(self, hidden_size: int, std: float, policy_hidden_size: int = 0):
         super().__init__()
         if not std > 0:
             raise ValueError(f"The location policy's std must be positive, got {std}.")
         self.std = std
-        self.weight = nn.Parameter(torch.empty(2, hidden_size))
+        self.hidden = nn.Linear(hidden_size, policy_hidden_size) if policy_hidden_size > 0 else None
+        self.weight = nn.Parameter(torch.empty(2, policy_hidden_size or hidden_size))
         self.bias = nn.Parameter(torch.empty(2))
 
     def forward(self, hidden_state: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = torch.tanh(F.linear(hidden_state.detach(), self.weight, self.bias)).float()
+        features = hidden_state.detach()
+        if self.hidden is not None:
+            features = F.relu(self.hidden(features))
+        mean = torch.tanh(F.linear(features, self.weight, self.bias)).float()
         locations = (mean + self.std * torch.randn_like(mean)).detach() if sample else mean.detach()
         log_probs = torch.distributions.Normal(mean, self.std, validate_args=False).log_prob(locations).sum(-1)
         return locations.clamp(-1.0, 1.0), log_probs
@@ -223,6 +231,18 @@ def random_locations(batch_size: int, like: torch.Tensor) -> tuple[torch.Tensor,
     return locations, torch.full((batch_size,), -math.log(4.0), device=like.device)
 
 
+def raster_locations(num_glimpses: int, batch_size: int, like: torch.Tensor) -> torch.Tensor:
+    """(batch, num_glimpses, 2): the fixed raster path, the centres of the cells of a rows x columns grid over
+    [-1, 1]^2 (rows = floor(sqrt(n)), columns = ceil(n / rows)), left to right, top to bottom; the ablation that looks
+    everywhere in a fixed order."""
+    rows = max(1, math.isqrt(num_glimpses))
+    columns = -(-num_glimpses // rows)
+    cell = torch.arange(rows * columns, device=like.device)[:num_glimpses]
+    x = (cell % columns * 2 + 1).float() / columns - 1
+    y = (cell // columns * 2 + 1).float() / rows - 1
+    return torch.stack([x, y], dim=-1).expand(batch_size, num_glimpses, 2)
+
+
 @dataclass
 class RecurrentAttentionModelOutput(ModelOutput):
     r"""
@@ -235,7 +255,9 @@ class RecurrentAttentionModelOutput(ModelOutput):
     baselines (`torch.FloatTensor` of shape `(batch_size, num_glimpses)`):
         The learned baseline b_t of the reward at each step.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*):
-        num_glimpses + 1 core states (batch_size, hidden_size): h_0 = 0, then the state after each glimpse.
+        num_glimpses core states, each of shape `(batch_size, hidden_size)`: the state after each glimpse, h_1 ..
+        h_T (the last one is `last_hidden_state`). The initial state h_0 = 0 is left out: it is the same constant
+        for every input, so every returned state depends on the image and carries a gradient.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
@@ -283,7 +305,10 @@ class RecurrentAttentionPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_attention_backend = False
     _can_compile_fullgraph = False  # the location range check reads tensor values
     _can_record_outputs = {
-        "hidden_states": OutputRecorder(RecurrentAttentionStep, index=0, num_hidden_layers_key="num_glimpses"),
+        # the state after each glimpse; the step's input h_0 = 0 is a constant, not a state of the image
+        "hidden_states": OutputRecorder(
+            RecurrentAttentionStep, index=0, capture_initial_hidden_state=False, num_hidden_layers_key="num_glimpses"
+        ),
     }
 
     @property
@@ -323,7 +348,9 @@ class RecurrentAttentionModel(RecurrentAttentionPreTrainedModel):
     def __init__(self, config: RecurrentAttentionConfig):
         super().__init__(config)
         self.step = RecurrentAttentionStep(config)
-        self.location_policy = LocationPolicy(config.hidden_size, config.location_std)
+        self.location_policy = LocationPolicy(
+            config.hidden_size, config.location_std, config.location_policy_hidden_units
+        )
         self.baseline = RewardBaseline(config.hidden_size)
         self.post_init()
 
@@ -342,22 +369,28 @@ class RecurrentAttentionModel(RecurrentAttentionPreTrainedModel):
         """
         kwargs = resolve_forward_kwargs(self, kwargs)
         check_pixel_values(pixel_values, self.config.num_channels)
+        if pixel_values.numel() and not is_compiling() and not bool(torch.isfinite(pixel_values).all()):
+            # else the policy turns them into NaN locations, or (random / raster paths) NaN logits
+            raise ValueError("`pixel_values` contain NaN or inf; expected finite pixel values.")
+        if sample_locations is not None and not isinstance(sample_locations, bool):
+            raise TypeError(f"`sample_locations` must be True, False or None, got {sample_locations!r}.")
         pixel_values = pixel_values.to(parameter_dtype(self, pixel_values.dtype))
         sample = self.training if sample_locations is None else sample_locations
         pyramid = self.step.sensor.build_pyramid(pixel_values)
         batch_size, image_size = pixel_values.shape[0], tuple(pixel_values.shape[-2:])
         hidden_state = pixel_values.new_zeros(batch_size, self.config.hidden_size)
         cell_state = torch.zeros_like(hidden_state) if self.config.core_type == "lstm" else None
+        raster = raster_locations(self.config.num_glimpses, batch_size, hidden_state)
         locations, log_probs, baselines = [], [], []
-        for _ in range(self.config.num_glimpses):
+        for glimpse in range(self.config.num_glimpses):
             if self.config.location_policy == "random":
                 location, log_prob = random_locations(batch_size, hidden_state)
+            elif self.config.location_policy == "raster":
+                location, log_prob = raster[:, glimpse], hidden_state.new_zeros(batch_size, dtype=torch.float)
             else:
                 location, log_prob = self.location_policy(hidden_state, sample)
             baselines.append(self.baseline(hidden_state))
-            hidden_state, cell_state = self.step(
-                hidden_state, cell_state, location, pyramid=pyramid, image_size=image_size
-            )
+            hidden_state, cell_state = self.step(hidden_state, cell_state, location, *pyramid, image_size=image_size)
             locations.append(location)
             log_probs.append(log_prob)
         return RecurrentAttentionModelOutput(
@@ -437,7 +470,7 @@ class RecurrentAttentionForImageClassification(RecurrentAttentionPreTrainedModel
         baseline_loss = ((outputs.baselines - rewards) ** 2).mean(-1)
         # log pi - (log pi).detach() is 0 with the gradient of log pi: the logged loss stays CE + MSE, readable
         reinforce = (-(outputs.log_probs - outputs.log_probs.detach()) * advantage).sum(-1)
-        if self.config.location_policy == "random":
+        if self.config.location_policy != "learned":
             reinforce = torch.zeros_like(reinforce)  # no policy to train
         per_sample = baseline_loss + self.config.reinforce_weight * reinforce
         return rewards, (per_sample * counted).sum() / counted.sum().clamp(min=1)

@@ -8,7 +8,8 @@ Data flow (ALBEF, Li et al. 2021; BLIP, Li et al. 2022):
 - ITM: a fusion of cross-attention layers over one (image, text) pair (with `fusion_direction="text_to_image"` the text
   tokens query the patches, as BLIP's ITM encoder; with `"image_to_text"` the patches query the text, the seed's
   form), whose first token a linear head reads as (no match, match).
-Retrieval scores everything by ITC and re-ranks the top k by ITM, which is dearer (a fusion pass per pair).
+Retrieval scores everything by ITC and re-ranks the top k by ITM log-odds + ITC cosine (BLIP's sum); ITM is
+dearer (a fusion pass per pair).
 """
 
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from .checks import check_input_ids, check_pixel_values
 from .configuration_clip_text import CLIPResidualTextConfig
 from .configuration_image_text import VisionTextCrossAttentionConfig, check_text_config
 from .configuration_vit import as_pair
-from .layers import FeedForward, contrastive_loss
+from .layers import FeedForward, contrastive_loss, normalize_embeddings
 from .masks import build_attention_mask, validate_padding_mask
 from .modeling_clip_text import CLIPResidualTextModel
 from .modeling_vit import VisionTransformerModel
@@ -70,36 +71,6 @@ class ImageTextFusionLayer(GradientCheckpointingLayer):
         return hidden_states + self.dropout(self.mlp(self.mlp_norm(hidden_states)))
 
 
-class ImageTextFusion(nn.Module):
-    """The fusion layers over (image, text) pairs and the ITM head on the fused first token."""
-
-    def __init__(self, config: VisionTextCrossAttentionConfig):
-        super().__init__()
-        self.config = config
-        self.text_queries = config.fusion_direction == "text_to_image"
-        context_size = config.vision_config.hidden_size if self.text_queries else config.text_config.hidden_size
-        self.layers = nn.ModuleList(ImageTextFusionLayer(config, context_size) for _ in range(config.num_fusion_layers))
-        self.layernorm = nn.LayerNorm(config.fusion_hidden_size, eps=config.layer_norm_eps)
-        self.itm_head = nn.Linear(config.fusion_hidden_size, 2)
-
-    def forward(self, image_tokens, text_tokens, text_mask=None, **kwargs) -> torch.Tensor:
-        """ITM logits (pairs, 2) of (no match, match) for pairs of image tokens and text tokens (same batch)."""
-        implementation = self.config._attn_implementation
-        if self.text_queries:
-            hidden_states, context = text_tokens, image_tokens
-            self_mask = build_attention_mask(
-                implementation, text_tokens, key_padding_mask=text_mask, query_padding_mask=text_mask
-            )
-            cross_mask = None  # every patch is a real key; padded text queries are never read
-        else:
-            hidden_states, context = image_tokens, text_tokens
-            self_mask = None
-            cross_mask = build_attention_mask(implementation, image_tokens, text_tokens, key_padding_mask=text_mask)
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, context, self_mask, cross_mask, **kwargs)
-        return self.itm_head(self.layernorm(hidden_states[:, 0]))
-
-
 # --- outputs ------------------------------------------------------------------------------------------------------
 
 
@@ -119,6 +90,10 @@ class VisionTextCrossAttentionOutput(ModelOutput):
         Normalised projected embeddings.
     itc_loss, itm_loss (`torch.FloatTensor` of shape `()`, *optional*):
         The two parts of the retrieval head's loss.
+    itm_accuracy, itm_match_rate (`torch.FloatTensor` of shape `()`, *optional*):
+        With the retrieval head's loss: the share of the ITM pairs it was trained on (the positives and two hard
+        negatives each) that the ITM head classifies right, and the share it calls a match. A head that calls
+        everything "no match" scores accuracy 2/3 and loss 0.6365 (the entropy of 1/3, 2/3): the collapse to watch.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*):
         The fusion's: its input, then each fusion layer's output, (pairs, query_length, fusion_hidden_size).
     attentions (`tuple(torch.FloatTensor)`, *optional*):
@@ -137,6 +112,8 @@ class VisionTextCrossAttentionOutput(ModelOutput):
     image_embeds: torch.FloatTensor | None = None
     itc_loss: torch.FloatTensor | None = None
     itm_loss: torch.FloatTensor | None = None
+    itm_accuracy: torch.FloatTensor | None = None
+    itm_match_rate: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     cross_attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -152,16 +129,35 @@ class VisionTextCrossAttentionOutput(ModelOutput):
 class ImageTextRanking(ModelOutput):
     r"""
     indices (`torch.LongTensor` of shape `(num_queries, num_candidates)`):
-        Candidates best first: the top k by ITM (re-ranked), then the rest by ITC.
+        Candidates best first: the top k re-ranked by ITM log-odds + ITC cosine, then the rest by ITC.
     scores (`torch.FloatTensor` of shape `(num_queries, num_candidates)`):
         ITC logits of every (query, candidate).
     itm_scores (`torch.FloatTensor` of shape `(num_queries, k)`, *optional*):
         ITM match log-odds of the re-ranked candidates, in the order of `indices[:, :k]`.
+    rerank_scores (`torch.FloatTensor` of shape `(num_queries, k)`, *optional*):
+        What the top k are sorted by, as BLIP: ITM match log-odds + ITC cosine similarity, in the order of
+        `indices[:, :k]`.
     """
 
     indices: torch.LongTensor | None = None
     scores: torch.FloatTensor | None = None
     itm_scores: torch.FloatTensor | None = None
+    rerank_scores: torch.FloatTensor | None = None
+
+
+@dataclass
+class ImageTextFusionOutput(ModelOutput):
+    r"""
+    itm_logits (`torch.FloatTensor` of shape `(pairs, 2)`):
+        ITM logits (no match, match) of each (image, text) pair.
+    hidden_states, attentions, cross_attentions (`tuple(torch.FloatTensor)`, *optional*):
+        As [`VisionTextCrossAttentionOutput`]'s.
+    """
+
+    itm_logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    cross_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 # --- the models ---------------------------------------------------------------------------------------------------
@@ -181,11 +177,6 @@ class VisionTextCrossAttentionPreTrainedModel(HFAttentionPreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = False  # hard negatives are sampled, pairs depend on the batch
-    _can_record_outputs = {
-        "hidden_states": OutputRecorder(ImageTextFusionLayer, index=0, num_hidden_layers_key="num_fusion_layers"),
-        "attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="self_attention"),
-        "cross_attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="cross_attention"),
-    }
 
     @property
     def dummy_inputs(self) -> dict[str, torch.Tensor]:
@@ -232,6 +223,48 @@ class VisionTextCrossAttentionPreTrainedModel(HFAttentionPreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, VisionTextCrossAttentionModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+
+class ImageTextFusion(VisionTextCrossAttentionPreTrainedModel):
+    """The fusion layers over (image, text) pairs and the ITM head on the fused first token.
+
+    A sub-model, as BLIP's ITM text encoder: it records its own hidden states and attentions, and the towers theirs,
+    so no output capture runs inside another (transformers forbids that chain: the outer capture would take the
+    inner one's outputs)."""
+
+    _can_record_outputs = {
+        "hidden_states": OutputRecorder(ImageTextFusionLayer, index=0, num_hidden_layers_key="num_fusion_layers"),
+        "attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="self_attention"),
+        "cross_attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="cross_attention"),
+    }
+
+    def __init__(self, config: VisionTextCrossAttentionConfig):
+        super().__init__(config)
+        self.text_queries = config.fusion_direction == "text_to_image"
+        context_size = config.vision_config.hidden_size if self.text_queries else config.text_config.hidden_size
+        self.layers = nn.ModuleList(ImageTextFusionLayer(config, context_size) for _ in range(config.num_fusion_layers))
+        self.layernorm = nn.LayerNorm(config.fusion_hidden_size, eps=config.layer_norm_eps)
+        self.itm_head = nn.Linear(config.fusion_hidden_size, 2)
+        self.post_init()
+
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(self, image_tokens, text_tokens, text_mask=None, **kwargs) -> ImageTextFusionOutput:
+        """ITM logits (pairs, 2) of (no match, match) for pairs of image tokens and text tokens (same batch)."""
+        kwargs = {key: value for key, value in kwargs.items() if key != "output_hidden_states"}  # hooks record them
+        implementation = self.config._attn_implementation
+        if self.text_queries:
+            hidden_states, context = text_tokens, image_tokens
+            self_mask = build_attention_mask(
+                implementation, text_tokens, key_padding_mask=text_mask, query_padding_mask=text_mask
+            )
+            cross_mask = None  # every patch is a real key; padded text queries are never read
+        else:
+            hidden_states, context = image_tokens, text_tokens
+            self_mask = None
+            cross_mask = build_attention_mask(implementation, image_tokens, text_tokens, key_padding_mask=text_mask)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, context, self_mask, cross_mask, **kwargs)
+        return ImageTextFusionOutput(itm_logits=self.itm_head(self.layernorm(hidden_states[:, 0])))
 
 
 class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
@@ -286,23 +319,41 @@ class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
             pooled = (outputs.last_hidden_state * keeps).sum(1) / keeps.sum(1).clamp(min=1)
         return _replace_pooled(outputs, self.text_projection(pooled))
 
-    def get_image_features(self, pixel_values=None, interpolate_pos_encoding=None, **kwargs):
-        """`pooler_output` is the projected image embedding (not normalised), as transformers 5's CLIP."""
-        return self.encode_images(pixel_values, interpolate_pos_encoding, **kwargs)
+    @can_return_tuple
+    def get_image_features(
+        self, pixel_values=None, interpolate_pos_encoding=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
+        """`pooler_output` is the projected image embedding (not normalised), as transformers 5's CLIP;
+        `return_dict=False` gives the same values as a tuple."""
+        return self.encode_images(pixel_values, interpolate_pos_encoding, **resolve_forward_kwargs(self, kwargs))
 
-    def get_text_features(self, input_ids=None, attention_mask=None, position_ids=None, token_type_ids=None, **kwargs):
-        """`pooler_output` is the projected text embedding (not normalised), as transformers 5's CLIP."""
+    @can_return_tuple
+    def get_text_features(
+        self, input_ids=None, attention_mask=None, position_ids=None, token_type_ids=None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPooling:  # fmt: skip
+        """`pooler_output` is the projected text embedding (not normalised), as transformers 5's CLIP;
+        `return_dict=False` gives the same values as a tuple."""
+        kwargs = resolve_forward_kwargs(self, kwargs)
         return self.encode_texts(input_ids, attention_mask, position_ids, token_type_ids, **kwargs)
 
     # scoring -------------------------------------------------------------------------------------------------------
 
     def similarity(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """ITC logits (images, texts) of normalised embeddings; the temperature is clamped at exp(-max_logit_scale)."""
-        scale = self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
-        return scale * image_embeds.float() @ text_embeds.float().T
+        return self.logit_scale_value() * image_embeds.float() @ text_embeds.float().T
+
+    def logit_scale_value(self) -> torch.Tensor:
+        """The ITC inverse temperature, exp(logit_scale) clamped at exp(max_logit_scale)."""
+        return self.logit_scale.clamp(max=self.config.max_logit_scale).exp()
 
     def match(self, image_tokens, text_tokens, text_mask=None, **kwargs) -> torch.Tensor:
         """ITM logits (pairs, 2) for image i with text i; one image (or one text) is broadcast to all the others."""
+        return self.fuse(image_tokens, text_tokens, text_mask, **kwargs).itm_logits
+
+    def fuse(self, image_tokens, text_tokens, text_mask=None, **kwargs) -> ImageTextFusionOutput:
+        """The fusion's output (ITM logits, and its hidden states and attentions when asked) for image i with text i;
+        one image (or one text) is broadcast to all the others."""
         num_images, num_texts = image_tokens.shape[0], text_tokens.shape[0]
         if num_images != num_texts and 1 not in (num_images, num_texts):
             raise ValueError(
@@ -316,7 +367,7 @@ class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
             text_mask = text_mask.expand(pairs, -1)
         return self.fusion(image_tokens, text_tokens, text_mask, **kwargs)
 
-    @capture_outputs(tie_last_hidden_states=False)
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -345,22 +396,23 @@ class VisionTextCrossAttentionModel(VisionTextCrossAttentionPreTrainedModel):
         kwargs = resolve_forward_kwargs(self, kwargs)
         vision_outputs = self.encode_images(pixel_values, interpolate_pos_encoding, **kwargs)
         text_outputs = self.encode_texts(input_ids, attention_mask, position_ids, token_type_ids, **kwargs)
-        image_embeds = nn.functional.normalize(vision_outputs.pooler_output, dim=-1)
-        text_embeds = nn.functional.normalize(text_outputs.pooler_output, dim=-1)
+        image_embeds = normalize_embeddings(vision_outputs.pooler_output)
+        text_embeds = normalize_embeddings(text_outputs.pooler_output)
         logits_per_image = self.similarity(image_embeds, text_embeds)
         num_images, num_texts = logits_per_image.shape
-        itm_logits = None
+        fused = ImageTextFusionOutput()
         if num_images == num_texts or 1 in (num_images, num_texts):
-            fusion_kwargs = {key: value for key, value in kwargs.items() if key != "output_hidden_states"}
-            itm_logits = self.match(
-                vision_outputs.last_hidden_state, text_outputs.last_hidden_state, attention_mask, **fusion_kwargs
-            )
+            image_tokens, text_tokens = vision_outputs.last_hidden_state, text_outputs.last_hidden_state
+            fused = self.fuse(image_tokens, text_tokens, attention_mask, **kwargs)
         loss = contrastive_loss(logits_per_image) if return_loss else None
         return VisionTextCrossAttentionOutput(
             loss=loss,
             logits_per_image=logits_per_image,
             logits_per_text=logits_per_image.T,
-            itm_logits=itm_logits,
+            itm_logits=fused.itm_logits,
+            hidden_states=fused.hidden_states,
+            attentions=fused.attentions,
+            cross_attentions=fused.cross_attentions,
             text_embeds=text_embeds,
             image_embeds=image_embeds,
             itc_loss=loss,
@@ -426,7 +478,8 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
     ) -> VisionTextCrossAttentionOutput:
         r"""
         Arguments as [`VisionTextCrossAttentionModel.forward`]; `return_loss=True` (which the training collator sets)
-        returns loss = ITC + `itm_loss_weight` * ITM over matched pairs (image i with text i).
+        returns loss = ITC + `itm_loss_weight` * ITM over matched pairs (image i with text i); with
+        `itm_loss_weight=0` (a dual encoder) the loss is ITC alone and the hard negatives are not scored.
         """
         outputs = self.vision_text_model(
             input_ids, attention_mask, pixel_values, position_ids, token_type_ids, return_loss,
@@ -435,20 +488,26 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
         )  # fmt: skip
         if not return_loss:
             return outputs
-        itm_loss = self.matching_loss(outputs, attention_mask)
-        outputs.itm_loss = itm_loss
-        outputs.loss = outputs.itc_loss + self.config.itm_loss_weight * itm_loss
+        if self.config.itm_loss_weight == 0:  # a dual encoder: ITC alone, no hard negatives to score
+            return outputs
+        logits, labels = self.matching_pairs(outputs, attention_mask)
+        outputs.itm_loss = nn.functional.cross_entropy(logits, labels)
+        outputs.loss = outputs.itc_loss + self.config.itm_loss_weight * outputs.itm_loss
+        with torch.no_grad():
+            predictions = logits.argmax(dim=-1)
+            outputs.itm_accuracy = (predictions == labels).float().mean()
+            outputs.itm_match_rate = predictions.float().mean()
         return outputs
 
-    def matching_loss(self, outputs: VisionTextCrossAttentionOutput, attention_mask) -> torch.Tensor:
-        """Cross-entropy of ITM over the positive pairs and one hard negative text per image and image per text."""
+    def matching_pairs(self, outputs: VisionTextCrossAttentionOutput, attention_mask) -> tuple[torch.Tensor, ...]:
+        """ITM logits (float32) and labels of the positive pairs and one hard negative text per image and image per
+        text, the pairs the ITM loss is the cross-entropy of."""
         image_tokens = outputs.vision_model_output.last_hidden_state
         text_tokens = outputs.text_model_output.last_hidden_state
         batch_size = image_tokens.shape[0]
         positives = outputs.itm_logits
         if batch_size < 2:  # no other pair to draw a negative from: the positives alone
-            labels = torch.ones(batch_size, dtype=torch.long, device=positives.device)
-            return nn.functional.cross_entropy(positives.float(), labels)
+            return positives.float(), torch.ones(batch_size, dtype=torch.long, device=positives.device)
         negative_texts = self._hard_negatives(outputs.logits_per_image)
         negative_images = self._hard_negatives(outputs.logits_per_text)
         text_mask = None if attention_mask is None else attention_mask.bool()
@@ -459,7 +518,7 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
         )
         logits = torch.cat((positives, negatives)).float()
         labels = torch.cat((torch.ones(batch_size), torch.zeros(2 * batch_size))).long().to(logits.device)
-        return nn.functional.cross_entropy(logits, labels)
+        return logits, labels
 
     def _hard_negatives(self, logits: torch.Tensor) -> torch.Tensor:
         """For each row, a column other than its own, drawn by softmax of the logits (the highest in eval mode)."""
@@ -485,9 +544,14 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
         batch_size: int = 256,
     ) -> ImageTextRanking:
         """Rank texts for each image (`query="image"`) or images for each text (`query="text"`): every candidate by
-        ITC, then the top k (`config.rerank_top_k` by default; 0 for ITC alone) re-ranked by ITM's match log-odds."""
+        ITC, then the top k (`config.rerank_top_k` by default; 0 for ITC alone) re-ranked by ITM's match log-odds
+        plus the ITC cosine similarity, as BLIP. `batch_size`: images (texts) per tower pass."""
         if query not in ("image", "text"):
             raise ValueError(f"`query` must be 'image' or 'text', got {query!r}.")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"`batch_size` must be a positive int (images or texts per tower pass), got {batch_size!r}."
+            )
         model = self.vision_text_model
         images = _batched(
             lambda start: model.encode_images(pixel_values[start : start + batch_size]), len(pixel_values), batch_size
@@ -500,8 +564,8 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
             len(input_ids),
             batch_size,
         )  # fmt: skip
-        image_embeds = nn.functional.normalize(images.pooler_output, dim=-1)
-        text_embeds = nn.functional.normalize(texts.pooler_output, dim=-1)
+        image_embeds = normalize_embeddings(images.pooler_output)
+        text_embeds = normalize_embeddings(texts.pooler_output)
         scores = model.similarity(image_embeds, text_embeds)
         if query == "text":
             scores = scores.T
@@ -510,7 +574,8 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
 
     @torch.no_grad()
     def rerank(self, scores, image_tokens, text_tokens, text_mask=None, query="image", top_k=None) -> ImageTextRanking:
-        """Re-rank the top k of precomputed ITC `scores` (queries, candidates) by ITM, from the towers' token states."""
+        """Re-rank the top k of precomputed ITC `scores` (queries, candidates) by ITM log-odds + ITC cosine (BLIP's
+        sum), from the towers' token states."""
         top_k = self.config.rerank_top_k if top_k is None else top_k
         if top_k < 0:
             raise ValueError(f"`top_k` must be >= 0, got {top_k}.")
@@ -527,9 +592,12 @@ class VisionTextCrossAttentionForImageTextRetrieval(VisionTextCrossAttentionPreT
             image_tokens[image_index], text_tokens[text_index], None if text_mask is None else text_mask[text_index]
         )
         itm_scores = (logits[:, 1] - logits[:, 0]).float().reshape(-1, top_k)
-        itm_scores, reorder = itm_scores.sort(dim=-1, descending=True)
+        cosine = scores.gather(1, candidates) / self.vision_text_model.logit_scale_value()
+        rerank_scores, reorder = (itm_scores + cosine).sort(dim=-1, descending=True)
         indices = torch.cat((candidates.gather(1, reorder), order[:, top_k:]), dim=1)
-        return ImageTextRanking(indices=indices, scores=scores, itm_scores=itm_scores)
+        return ImageTextRanking(
+            indices=indices, scores=scores, itm_scores=itm_scores.gather(1, reorder), rerank_scores=rerank_scores
+        )
 
 
 def _batched(encode, total: int, batch_size: int) -> BaseModelOutputWithPooling:
@@ -543,6 +611,7 @@ def _batched(encode, total: int, batch_size: int) -> BaseModelOutputWithPooling:
 __all__ = [
     "ImageTextFusion",
     "ImageTextFusionLayer",
+    "ImageTextFusionOutput",
     "ImageTextRanking",
     "VisionTextCrossAttentionForImageTextRetrieval",
     "VisionTextCrossAttentionModel",

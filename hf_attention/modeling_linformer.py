@@ -20,7 +20,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .configuration_linformer import LinformerConfig, check_linformer
 from .masks import AttentionMask, validate_padding_mask
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, in_model_dtype, resolve_forward_kwargs
 
 
 class LinformerSelfAttention(MultiHeadAttention):
@@ -57,7 +57,7 @@ class LinformerSelfAttention(MultiHeadAttention):
         attn_implementation: str = "sdpa",
         config=None,
     ):
-        check_linformer(max_length, projected_length, sharing)
+        check_linformer(max_length, projected_length, sharing, length_name="max_length")
         super().__init__(
             embed_dim, num_heads, dropout=dropout, bias=bias, attn_implementation=attn_implementation, config=config
         )
@@ -204,7 +204,7 @@ class LinformerSelfAttentionModel(LinformerPreTrainedModel):
         kwargs = resolve_forward_kwargs(self, kwargs)
         if inputs_embeds is None:
             raise ValueError("inputs_embeds is required: a (batch, length, hidden_size) tensor.")
-        output, _ = self.attention(inputs_embeds, attention_mask, **kwargs)
+        output, _ = self.attention(in_model_dtype(self, inputs_embeds), attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=output)
 
 

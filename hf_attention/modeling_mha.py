@@ -16,7 +16,7 @@ from transformers.utils.output_capturing import capture_outputs
 from .attention import MultiHeadAttention
 from .configuration_mha import MultiHeadAttentionConfig
 from .masks import build_attention_mask, validate_padding_mask
-from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
+from .pretrained import HFAttentionPreTrainedModel, in_model_dtype, resolve_forward_kwargs
 
 
 class MultiHeadAttentionPreTrainedModel(HFAttentionPreTrainedModel):
@@ -94,6 +94,10 @@ class MultiHeadAttentionModel(MultiHeadAttentionPreTrainedModel):
             raise ValueError("encoder_attention_mask was given without encoder_hidden_states to apply it to.")
         if is_cross and self.config.is_causal:
             raise ValueError("is_causal=True applies to self-attention only; got encoder_hidden_states.")
+        inputs_embeds, encoder_hidden_states = (
+            in_model_dtype(self, inputs_embeds),
+            in_model_dtype(self, encoder_hidden_states),
+        )
         keys = encoder_hidden_states if is_cross else inputs_embeds
         if inputs_embeds.dim() != 3 or keys.dim() != 3:
             raise ValueError(

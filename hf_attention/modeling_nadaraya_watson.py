@@ -14,8 +14,8 @@ from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.output_capturing import capture_outputs
 
-from .attention import pool_values
-from .checks import check_float_input, check_positive
+from .attention import ATTENTION_KWARGS, pool_values
+from .checks import check_float_input, check_keywords, check_positive
 from .configuration_nadaraya_watson import NadarayaWatsonConfig
 from .masks import masked_softmax, score_keep_mask
 from .pretrained import HFAttentionPreTrainedModel, resolve_forward_kwargs
@@ -49,7 +49,9 @@ class NadarayaWatsonAttention(nn.Module):
         output_attentions: bool = False,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`attention_mask`: (batch, keys), or (batch, queries, keys) per query, 1/True for pairs to use."""
+        """`attention_mask`: (batch, keys), or (batch, queries, keys) per query, 1/True for pairs to use. Other
+        keywords: transformers' `TransformersKwargs` only (a model passes them down); anything else is refused."""
+        check_keywords(self, kwargs, ATTENTION_KWARGS)
         queries, keys, scalar_values = self._as_vectors(queries, keys, values)
         keep = score_keep_mask(attention_mask, queries.shape[0], queries.shape[1], keys.shape[1])
         # explicit differences, not cdist: exact (no |a|^2 - 2ab + |b|^2 cancellation) and smooth at distance 0

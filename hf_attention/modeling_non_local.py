@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .attention import attend_over_positions, current_implementation
-from .checks import check_channels, check_choice, check_feature_map, reduced
+from .checks import check_choice, check_feature_map, check_sizes, reduced
 from .configuration_non_local import NON_LOCAL_PAIRWISE_FUNCTIONS, NonLocalConfig
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel, init_query_key_, init_zeros_
 from .layers import AttentionMap
@@ -51,7 +51,7 @@ class NonLocalBlock(nn.Module):
         config=None,
     ):
         super().__init__()
-        check_channels(channels=channels, inner_channels=inner_channels)
+        check_sizes(channels=channels, inner_channels=inner_channels)
         check_choice("pairwise_function", pairwise_function, NON_LOCAL_PAIRWISE_FUNCTIONS)
         inner = inner_channels or reduced(channels, 2)
         self.channels = channels
@@ -116,7 +116,7 @@ class NonLocalBlock(nn.Module):
         return F.relu((query @ query_weight)[:, :, None] + (key @ key_weight)[:, None, :]) / key.shape[1]
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         return hidden_states + self.output_norm(self.output(self.pairwise(hidden_states, output_attentions)))
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_channels, check_feature_map, check_non_negative, reduced
+from .checks import check_counts, check_feature_map, check_sizes, reduced
 from .configuration_residual_attention import ResidualAttentionConfig
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 
@@ -50,7 +50,7 @@ class SoftMaskBranch(nn.Module):
 
     def __init__(self, channels: int, depth: int, num_units: int):
         super().__init__()
-        check_channels(channels=channels, mask_depth=depth, num_mask_units=num_units)
+        check_sizes(channels=channels, mask_depth=depth, num_mask_units=num_units)
         self.down = nn.ModuleList(residual_units(channels, num_units) for _ in range(depth))
         self.skips = nn.ModuleList(PreActivationResidualUnit(channels) for _ in range(depth - 1))
         self.bottom = residual_units(channels, num_units)
@@ -99,8 +99,8 @@ class ResidualAttentionModule(nn.Module):
         mask_depth: int = 2,
     ):
         super().__init__()
-        check_channels(channels=channels, num_trunk_units=num_trunk_units)
-        check_non_negative("num_pre_post_units", num_pre_post_units)
+        check_sizes(channels=channels, num_trunk_units=num_trunk_units)
+        check_counts(num_pre_post_units=num_pre_post_units)
         self.channels = channels
         self.pre = residual_units(channels, num_pre_post_units)
         self.trunk = residual_units(channels, num_trunk_units)
@@ -108,7 +108,7 @@ class ResidualAttentionModule(nn.Module):
         self.post = residual_units(channels, num_pre_post_units)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         hidden_states = self.pre(hidden_states)
         # attention residual learning: the mask modulates the trunk without ever zeroing it
         attended = (1 + self.mask(hidden_states)) * self.trunk(hidden_states)

@@ -300,6 +300,12 @@ class RecurrentSeq2SeqModel(RecurrentSeq2SeqPreTrainedModel):
             encoder_outputs = self.encoder(input_ids, attention_mask, output_hidden_states=output_hidden_states)
         elif isinstance(encoder_outputs, tuple):
             encoder_outputs = BaseModelOutputWithPooling(*encoder_outputs)
+        source_batch = encoder_outputs.last_hidden_state.shape[0]
+        if decoder_input_ids.dim() and decoder_input_ids.shape[0] != source_batch:
+            raise ValueError(
+                f"decoder_input_ids hold {decoder_input_ids.shape[0]} sequences but the source batch (input_ids or "
+                f"encoder_outputs) holds {source_batch}; pass one target sequence per source sequence."
+            )
         features, weights, decoder_hidden_states = self.decoder(
             decoder_input_ids,
             encoder_outputs.last_hidden_state,
@@ -320,7 +326,7 @@ class RecurrentSeq2SeqModel(RecurrentSeq2SeqPreTrainedModel):
 def token_loss(labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over the label tokens that are not -100 (already aligned with the logits: no causal-LM
     shift); a batch whose labels are all -100 gives 0, never NaN."""
-    labels = labels.to(logits.device).flatten()
+    labels = labels.to(logits.device).flatten().long()  # any integer dtype: cross_entropy takes int64 only
     total = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=-100, reduction="sum")
     return total / (labels != -100).sum().clamp(min=1)
 
@@ -366,8 +372,18 @@ class RecurrentSeq2SeqForConditionalGeneration(RecurrentSeq2SeqPreTrainedModel, 
         if labels is not None:  # before the shift, so that a bad label is reported as a label
             logits_shape = torch.empty(*labels.shape, self.config.vocab_size, device="meta")
             check_labels(labels, logits_shape, "single_label_classification")
+            if input_ids is not None and labels.dim() and labels.shape[0] != input_ids.shape[0]:
+                raise ValueError(
+                    f"labels hold {labels.shape[0]} sequences but input_ids hold {input_ids.shape[0]}; pass one target "
+                    "sequence per source sequence."
+                )
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+        elif labels is not None and labels.shape != decoder_input_ids.shape:
+            raise ValueError(
+                f"labels {tuple(labels.shape)} must have the shape of decoder_input_ids "
+                f"{tuple(decoder_input_ids.shape)}: one label per decoder step, (batch, target_length)."
+            )
         outputs = self.model(
             input_ids,
             attention_mask,

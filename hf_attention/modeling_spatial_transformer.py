@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 
-from .checks import check_channels, check_feature_map
+from .checks import check_feature_map, check_sizes
 from .configuration_spatial_transformer import SpatialTransformerConfig
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 
@@ -32,7 +32,7 @@ class SpatialTransformer(nn.Module):
 
     def __init__(self, channels: int, localisation_channels: int = 16, pooled_size: int = 4, hidden_size: int = 32):
         super().__init__()
-        check_channels(
+        check_sizes(
             channels=channels,
             localisation_channels=localisation_channels,
             pooled_size=pooled_size,
@@ -63,7 +63,7 @@ class SpatialTransformer(nn.Module):
         return self.theta(features).view(-1, 2, 3)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         if hidden_states.shape[0] == 0:  # affine_grid refuses an empty batch; warping no map gives no map
             return hidden_states.clone()
         theta = self.affine_transform(hidden_states)

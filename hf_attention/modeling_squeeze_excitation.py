@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_channels, check_feature_map, check_reduction, reduced
+from .checks import check_feature_map, check_reduction, check_sizes, reduced
 from .configuration_squeeze_excitation import BOTTLENECK_EXPANSION, SqueezeExcitationConfig
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel
 from .residual_blocks import BasicResidualBlock, BottleneckResidualBlock
@@ -24,14 +24,14 @@ class SqueezeExcitation(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
-        check_channels(channels=channels)
+        check_sizes(channels=channels)
         check_reduction(reduction, channels)
         self.channels = channels
         self.fc1 = nn.Linear(channels, reduced(channels, reduction))
         self.fc2 = nn.Linear(reduced(channels, reduction), channels)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.channels, type(self).__name__)
+        check_feature_map(hidden_states, self.channels, type(self).__name__, weights_of=self)
         squeezed = hidden_states.mean(dim=(2, 3))
         gate = torch.sigmoid(self.fc2(F.relu(self.fc1(squeezed))))
         return hidden_states * gate[:, :, None, None]
@@ -41,7 +41,7 @@ class SEBasicBlock(BasicResidualBlock):
     """SE-ResNet basic block: the residual branch is gated by `SqueezeExcitation` before the sum."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, reduction: int = 16):
-        check_channels(out_channels=out_channels)
+        check_sizes(out_channels=out_channels)
         super().__init__(in_channels, out_channels, stride, SqueezeExcitation(out_channels, reduction))
 
 
@@ -49,7 +49,7 @@ class SEBottleneckBlock(BottleneckResidualBlock):
     """SE-ResNet bottleneck block: the residual branch is gated by `SqueezeExcitation` before the sum."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, reduction: int = 16):
-        check_channels(out_channels=out_channels)
+        check_sizes(out_channels=out_channels)
         attention = SqueezeExcitation(out_channels, reduction)
         super().__init__(in_channels, out_channels, stride, attention, expansion=BOTTLENECK_EXPANSION)
 

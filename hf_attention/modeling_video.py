@@ -43,15 +43,14 @@ class IntraFrameAttention(MultiHeadAttention):
     """Self-attention inside every frame, all frames of a clip in one call.
 
     Frames join the batch, so attention never crosses frames. Forward takes and returns (batch, frames, tokens,
-    width); the maps come out (batch, frames * heads, tokens, tokens), frame-major (`maps.unflatten(1, (frames,
-    heads))` separates them).
+    width); the maps come out as the attention call made them, frames folded into the batch, (batch * frames, heads,
+    tokens, tokens), clip-major (as transformers' X-CLIP vision model returns them): the output was computed from
+    these very tensors, so a loss on the output gives them a gradient.
     """
 
     def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False, **kwargs):
         num_frames = hidden_states.shape[1]  # not the batch size, which may be 0
         output, probs = super().forward(hidden_states.flatten(0, 1), output_attentions=output_attentions, **kwargs)
-        if probs is not None:
-            probs = rearrange(probs, "(b f) h n m -> b (f h) n m", f=num_frames)
         return output.unflatten(0, (-1, num_frames)), probs
 
 
@@ -316,12 +315,17 @@ class VideoTransformerModelOutput(ModelOutput):
     hidden_states (`tuple(torch.Tensor)`, returned with `output_hidden_states=True`):
         The input of the first layer and the output of every layer, each (batch, frames, tokens, hidden).
     attentions (`tuple(torch.Tensor)`, returned with `output_attentions=True`):
-        Intra-frame attention maps of every layer, `(batch_size, num_frames * heads, tokens + 1, tokens + 1)`,
-        frame-major (`unflatten(1, (num_frames, heads))` separates frames and heads); the last key/query is the frame's
-        message token (`tokens` without one when `temporal_modeling="none"`).
+        Intra-frame attention maps, one per layer, `(batch_size * num_frames, heads, tokens + 1, tokens + 1)`:
+        frames folded into the batch, clip-major (`unflatten(0, (batch_size, num_frames))` separates them), as
+        transformers' X-CLIP vision model returns them. The last key/query is the frame's message token (`tokens`
+        without one when `temporal_modeling="none"`). They are the tensors the layer's output came from, so they carry
+        gradient.
     cross_frame_attentions (`tuple(torch.Tensor)`, returned with `output_attentions=True`):
         Cross-frame attention maps of every layer, `(batch_size, heads, num_frames, num_frames)` (empty when
         `temporal_modeling="none"`).
+    mit_attentions (`tuple(torch.Tensor)`, returned with `output_attentions=True`):
+        The multi-frame integration transformer's maps, one per MIT layer, `(batch_size, mit_heads, num_frames,
+        num_frames)` (row: the frame that attends; empty with `video_pooling="mean"`).
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -330,6 +334,7 @@ class VideoTransformerModelOutput(ModelOutput):
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     cross_frame_attentions: tuple[torch.Tensor, ...] | None = None
+    mit_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -339,7 +344,7 @@ class VideoClassifierOutput(ModelOutput):
         The loss `config.problem_type` selects.
     logits (`torch.Tensor` of shape `(batch_size, num_labels)`):
         Classification scores (before softmax).
-    hidden_states, attentions, cross_frame_attentions: as in [`VideoTransformerModelOutput`].
+    hidden_states, attentions, cross_frame_attentions, mit_attentions: as in [`VideoTransformerModelOutput`].
     """
 
     loss: torch.Tensor | None = None
@@ -347,6 +352,7 @@ class VideoClassifierOutput(ModelOutput):
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     cross_frame_attentions: tuple[torch.Tensor, ...] | None = None
+    mit_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 def check_video(pixel_values: torch.Tensor | None, config: VideoTransformerConfig) -> None:
@@ -423,6 +429,7 @@ class VideoTransformerPreTrainedModel(HFAttentionPreTrainedModel):
         "hidden_states": CrossFrameAttentionLayer,
         "attentions": OutputRecorder(IntraFrameAttention, index=1, layer_name="self_attn"),
         "cross_frame_attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="message_attn"),
+        "mit_attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="mit"),
     }
 
     @property
@@ -507,13 +514,15 @@ class VideoTransformerModel(VideoTransformerPreTrainedModel):
             `config.num_frames`, by interpolating the spatial and temporal position embeddings.
         """
         kwargs = resolve_forward_kwargs(self, kwargs)
-        # CFA maps are recorded whenever attention maps are asked for: one switch for both attentions
-        recorded = {"output_cross_frame_attentions": bool(kwargs.get("output_attentions"))}
+        # CFA and MIT maps are recorded whenever attention maps are asked for: one switch for all three attentions
+        output_attentions = bool(kwargs.get("output_attentions"))
+        recorded = {f"output_{name}": output_attentions for name in ("cross_frame_attentions", "mit_attentions")}
         return self._encode(pixel_values, bool(interpolate_pos_encoding), **recorded, **kwargs)
 
     @capture_outputs(tie_last_hidden_states=False)
     def _encode(self, pixel_values, interpolate_pos_encoding: bool, **kwargs) -> VideoTransformerModelOutput:
         kwargs.pop("output_cross_frame_attentions", None)
+        kwargs.pop("output_mit_attentions", None)
         check_video(pixel_values, self.config)
         num_frames = pixel_values.shape[1]
         if num_frames != self.config.num_frames and not interpolate_pos_encoding:
@@ -576,6 +585,7 @@ class VideoTransformerForVideoClassification(VideoTransformerPreTrainedModel):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             cross_frame_attentions=outputs.cross_frame_attentions,
+            mit_attentions=outputs.mit_attentions,
         )
 
 
@@ -600,8 +610,9 @@ class VideoTextTransformerOutput(ModelOutput):
         The text tower's normed last layer.
     video_hidden_states, text_hidden_states (`tuple(torch.Tensor)`, returned with `output_hidden_states=True`):
         The hidden states of the two towers.
-    video_attentions, cross_frame_attentions (`tuple(torch.Tensor)`, returned with `output_attentions=True`):
-        The video encoder's intra-frame and cross-frame maps, as in [`VideoTransformerModelOutput`]. The text
+    video_attentions, cross_frame_attentions, mit_attentions (`tuple(torch.Tensor)`, returned with
+    `output_attentions=True`):
+        The video encoder's intra-frame, cross-frame and MIT maps, as in [`VideoTransformerModelOutput`]. The text
         tower's maps are per text, not per video: `get_text_features(..., output_attentions=True)` returns them.
     """
 
@@ -616,6 +627,7 @@ class VideoTextTransformerOutput(ModelOutput):
     text_hidden_states: tuple[torch.Tensor, ...] | None = None
     video_attentions: tuple[torch.Tensor, ...] | None = None
     cross_frame_attentions: tuple[torch.Tensor, ...] | None = None
+    mit_attentions: tuple[torch.Tensor, ...] | None = None
 
 
 class VideoTextTransformerPreTrainedModel(HFAttentionPreTrainedModel):
@@ -782,6 +794,7 @@ class VideoTextTransformerModel(VideoTextTransformerPreTrainedModel):
             text_hidden_states=text_outputs.hidden_states,
             video_attentions=video_outputs.attentions,
             cross_frame_attentions=video_outputs.cross_frame_attentions,
+            mit_attentions=video_outputs.mit_attentions,
         )
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Vision Transformer (Dosovitskiy et al., 2020): patch embeddings, a pre-norm encoder and a classifier head.
 
-Data flow: pixels -> patch embeddings + class token + position embeddings -> encoder layers
+Data flow: pixels -> patch embeddings + class token + position embeddings -> (norm, CLIP's only) -> encoder layers
 (x + attention(norm(x)), then x + mlp(norm(x))) -> final norm -> pooled token -> classifier.
 """
 
@@ -172,6 +172,9 @@ class VisionTransformerModel(VisionTransformerPreTrainedModel):
     def __init__(self, config: VisionTransformerConfig):
         super().__init__(config)
         self.embeddings = VisionTransformerEmbeddings(config)
+        self.pre_layernorm = None
+        if config.pre_layernorm:
+            self.pre_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         # plain floats, not torch.linspace(...).tolist(): that fails on the meta device big-model loading builds on
         last = max(config.num_hidden_layers - 1, 1)
         drop_path_rates = [config.drop_path_rate * index / last for index in range(config.num_hidden_layers)]
@@ -197,6 +200,8 @@ class VisionTransformerModel(VisionTransformerPreTrainedModel):
         """
         kwargs = resolve_forward_kwargs(self, kwargs)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding=bool(interpolate_pos_encoding))
+        if self.pre_layernorm is not None:
+            hidden_states = self.pre_layernorm(hidden_states)
         for layer in self.layers:
             hidden_states = layer(hidden_states, **kwargs)
         sequence_output = self.layernorm(hidden_states)

@@ -7,29 +7,34 @@
 - `loss_function` checks the labels and never writes `config.problem_type`; `resolve_forward_kwargs` refuses
   keywords a model does not take, instead of swallowing them.
 
-This file is itself uploaded with every model (the modeling files import it), so it imports only transformers and
-its dependencies, never `hf_attention`.
+This file is itself uploaded with every model (the modeling files import it), so it imports only transformers, its
+dependencies and its sibling `checks.py` (uploaded with every config), never `hf_attention`.
 """
 
 import contextlib
+import functools
 import inspect
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
-from difflib import get_close_matches
 from pathlib import Path
 
 import torch
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from safetensors import SafetensorError
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto
-from transformers.utils import TransformersKwargs
+from transformers.utils import TransformersKwargs, logging
+
+from .checks import name_near_misses
+
+logger = logging.get_logger(__name__)
 
 LIBRARY_TAG = "hf-attention"
 # what `forward(**kwargs)` passes on: transformers' own keywords (Trainer adds num_items_in_batch) and return_dict
@@ -68,14 +73,17 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
         if kwargs.get("use_safetensors") is False:
             raise ValueError("hf_attention loads safetensors weights only; pickled checkpoints are never loaded.")
         kwargs["use_safetensors"] = True
+        check_local_folder(pretrained_model_name_or_path)
         try:
             with cls._loading_context():
-                return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+                loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except SafetensorError as error:
             raise OSError(
                 f"The safetensors weights of {pretrained_model_name_or_path!r} are corrupt or truncated ({error}). "
                 "Save the model again, or delete the cached file and download it again."
             ) from error
+        warn_about_non_finite_weights(loaded[0] if isinstance(loaded, tuple) else loaded, pretrained_model_name_or_path)
+        return loaded
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
         # For code outside transformers, transformers skips `_init_weights` on any module whose own parameters are all
@@ -84,6 +92,17 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
         # `_init_weights` only use `transformers.initialization`, which checks the flag tensor by tensor, so loaded
         # weights stay untouched without the shortcut.
         super()._initialize_weights(module, is_custom_code=False)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None, **kwargs):
+        # Reentrant checkpointing passes no gradient to a block's parameters when none of the block's tensor inputs
+        # requires one (torch only warns): the first block of a model fed fixed `inputs_embeds` or features would
+        # never train. transformers fixes it only for `input_ids` models (`enable_input_require_grads`); we give the
+        # block's first floating-point input a gradient path for every model.
+        if gradient_checkpointing_func is not None:
+            kwargs["gradient_checkpointing_func"] = functools.partial(
+                _checkpoint_with_a_gradient_path, gradient_checkpointing_func
+            )
+        super()._set_gradient_checkpointing(enable, **kwargs)
 
     def post_init(self):
         super().post_init()
@@ -103,12 +122,22 @@ class HFAttentionPreTrainedModel(PreTrainedModel):
         is written, so a failure half-way (disk full, permissions) leaves the previous checkpoint loadable and
         unchanged. `push_to_hub=True` then pushes with `push_to_hub` (code and model card included); `repo_id`,
         `commit_message`, `private`, `token` and `revision` go to it.
+
+        In a distributed run every rank may call this, as DeepSpeed, FSDP and hand-written loops do: as in
+        transformers, only the main process (`is_main_process`, and rank 0 once `torch.distributed` is initialised)
+        writes; the other ranks write nothing and return. Weights sharded with FSDP2's `fully_shard` (or any DTensor)
+        are gathered first, which needs every rank to call this.
         """
         target = Path(save_directory)
         if target.exists() and not target.is_dir():
             raise NotADirectoryError(f"Cannot save the model into {target}: it is a file, not a folder.")
         hub_options = {name: kwargs.pop(name) for name in HUB_OPTIONS if name in kwargs}
-        if not is_main_process:
+        gathered_by_transformers = getattr(self.config, "distributed_config", None) is not None
+        if kwargs.get("state_dict") is None and _is_sharded(self) and not gathered_by_transformers:
+            # FSDP2 / tensor-parallel weights (DTensors) that transformers' own `distributed_config` does not gather:
+            # every rank joins the gather, rank 0 receives the full weights (safetensors cannot write shards)
+            kwargs["state_dict"] = _full_state_dict(self)
+        if not self.should_save_on_this_rank(is_main_process):
             return super().save_pretrained(target, *args, is_main_process=False, **kwargs)
         target.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.saving-", dir=target.parent))
@@ -250,6 +279,33 @@ HUB_OPTIONS = ("repo_id", "commit_message", "commit_description", "private", "to
 WEIGHT_PREFIXES = ("model.safetensors", "model-")
 
 
+def _checkpoint_with_a_gradient_path(checkpoint, function, *args, **kwargs):
+    """`checkpoint(function, *args, **kwargs)`, with the first floating-point tensor of `args` requiring a gradient when
+    none does, so that reentrant checkpointing computes the parameters' gradients."""
+    tensors = [index for index, value in enumerate(args) if isinstance(value, torch.Tensor)]
+    if torch.is_grad_enabled() and not any(args[index].requires_grad for index in tensors):
+        first = next((index for index in tensors if args[index].is_floating_point()), None)
+        if first is not None:
+            args = (*args[:first], args[first].detach().requires_grad_(), *args[first + 1 :])
+    return checkpoint(function, *args, **kwargs)
+
+
+def _is_sharded(model: nn.Module) -> bool:
+    """Whether some parameter is a DTensor (FSDP2's `fully_shard`, tensor parallelism)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(parameter, DTensor) for parameter in model.parameters())
+
+
+def _full_state_dict(model: nn.Module) -> dict:
+    """The unsharded weights on CPU on rank 0 and {} on the other ranks; a collective that every rank must call."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def _move_into(staging: Path, target: Path) -> None:
     """Move every file of `staging` into `target` (renames on one file system), then drop stale weight shards."""
     written = {path.name for path in staging.iterdir()}
@@ -258,6 +314,56 @@ def _move_into(staging: Path, target: Path) -> None:
     for path in target.iterdir():
         if path.is_file() and path.name.startswith(WEIGHT_PREFIXES) and path.name not in written:
             path.unlink()
+
+
+# --- loading -------------------------------------------------------------------------------------------------------
+
+
+def check_local_folder(name_or_path) -> None:
+    """A path that cannot be a Hub repo id (a `Path`, absolute, `./`, `~`, more than one `/`) must be a folder.
+
+    transformers sends every name that is not an existing folder to the Hub, so a mistyped local path fails with
+    "Repo id must be in the form 'repo_name' or 'namespace/repo_name'" instead of naming the missing folder.
+    """
+    if name_or_path is None:  # transformers builds from `config` and `state_dict` alone
+        return
+    path = os.fspath(name_or_path)
+    if os.path.isdir(path) or os.path.isfile(path):
+        return
+    if not isinstance(name_or_path, os.PathLike):
+        try:
+            validate_repo_id(path)
+            return  # a Hub repo id: transformers reports what the Hub or the cache says
+        except HFValidationError:
+            pass
+    raise FileNotFoundError(
+        f"No such folder: {path!r} ({os.path.abspath(path)} does not exist). from_pretrained takes "
+        "a folder written by save_pretrained, or a Hub repo id such as 'namespace/name'."
+    )
+
+
+def warn_about_non_finite_weights(model: nn.Module, name_or_path, shown: int = 5) -> None:
+    """Log a warning naming the loaded tensors that hold NaN (or an infinite parameter).
+
+    transformers loads such a checkpoint silently, and the model then answers NaN for every input; a diverged
+    training run saves exactly that. A warning rather than an error: such a checkpoint may be loaded on purpose, to
+    inspect it. Buffers may hold -inf by design (additive masks), so only NaN counts for them.
+    """
+    parameters = {name for name, _ in model.named_parameters()}
+    bad = [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point()
+        and tensor.device.type != "meta"
+        and not bool((torch.isfinite(tensor) if name in parameters else ~torch.isnan(tensor)).all())
+    ]
+    if bad:
+        more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+        logger.warning(
+            f"The weights loaded from {os.fspath(name_or_path)!r} hold NaN or infinite values in "
+            f"{len(bad)} tensor(s): {', '.join(bad[:shown])}{more}. The model will give NaN outputs; the checkpoint "
+            "was probably saved after training diverged."
+        )
 
 
 # --- forward keywords and losses ------------------------------------------------------------------------------------
@@ -272,12 +378,9 @@ def resolve_forward_kwargs(model: nn.Module, kwargs: dict) -> dict:
     unknown = sorted(set(kwargs) - FORWARD_KWARGS)
     if unknown:
         parameters = [name for name in inspect.signature(model.forward).parameters if name != "kwargs"]
-        reasons = []
-        for name in unknown:
-            close = get_close_matches(name, [*parameters, *sorted(FORWARD_KWARGS)], n=1)
-            reasons.append(f"`{name}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
         raise TypeError(
-            f"{type(model).__name__}.forward() got unexpected keyword arguments: {', '.join(reasons)}. "
+            f"{type(model).__name__}.forward() got unexpected keyword arguments: "
+            f"{name_near_misses(unknown, [*parameters, *sorted(FORWARD_KWARGS)])}. "
             f"It takes {', '.join(parameters)} and transformers' keywords ({', '.join(sorted(FORWARD_KWARGS))})."
         )
     kwargs["output_attentions"] = kwargs.get("output_attentions", model.config.output_attentions)
@@ -289,6 +392,14 @@ def parameter_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
     """The dtype of the model's first floating-point parameter, or `default` where it has none: transformers'
     `model.dtype` raises once a quantizer has turned every layer into packed integer weights."""
     return next((parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()), default)
+
+
+def in_model_dtype(model: nn.Module, tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """A float input in the model's dtype, as transformers' vision models cast `pixel_values`; integer and bool
+    inputs are left for the checks to refuse (casting them would hide the mistake)."""
+    if tensor is None or not tensor.is_floating_point():
+        return tensor
+    return tensor.to(parameter_dtype(model, tensor.dtype))
 
 
 def problem_type_of(config, labels: torch.Tensor) -> str:
@@ -338,7 +449,8 @@ def classification_loss(labels, logits, config, num_items_in_batch=None, **kwarg
         return nn.functional.mse_loss(logits.float().reshape(labels.shape), labels.float())
     if problem_type == "multi_label_classification":
         return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
-    logits, labels = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1)
+    # any integer dtype is a class index (datasets often stores int32): cross_entropy itself takes int64 only
+    logits, labels = logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).long()
     total = nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
     count = (labels != -100).sum() if num_items_in_batch is None else torch.as_tensor(num_items_in_batch)
     return total / count.to(total.device).clamp(min=1)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import check_channels, check_feature_map
+from .checks import check_feature_map, check_sizes
 
 
 def conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Sequential:
@@ -32,7 +32,7 @@ class BasicResidualBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, attention: nn.Module | None = None):
         super().__init__()
-        check_channels(in_channels=in_channels, out_channels=out_channels, stride=stride)
+        check_sizes(in_channels=in_channels, out_channels=out_channels, stride=stride)
         self.in_channels = in_channels
         self.conv1 = conv_bn_relu(in_channels, out_channels, stride=stride)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -41,7 +41,7 @@ class BasicResidualBlock(nn.Module):
         self.shortcut = shortcut(in_channels, out_channels, stride)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.in_channels, type(self).__name__)
+        check_feature_map(hidden_states, self.in_channels, type(self).__name__, weights_of=self)
         residual = self.attention(self.bn2(self.conv2(self.conv1(hidden_states))))
         return F.relu(residual + self.shortcut(hidden_states))
 
@@ -58,7 +58,7 @@ class BottleneckResidualBlock(nn.Module):
         expansion: int = 4,
     ):
         super().__init__()
-        check_channels(in_channels=in_channels, out_channels=out_channels, stride=stride, expansion=expansion)
+        check_sizes(in_channels=in_channels, out_channels=out_channels, stride=stride, expansion=expansion)
         if out_channels % expansion:
             raise ValueError(f"out_channels must be a multiple of {expansion}, got {out_channels}.")
         width = out_channels // expansion
@@ -71,7 +71,7 @@ class BottleneckResidualBlock(nn.Module):
         self.shortcut = shortcut(in_channels, out_channels, stride)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        check_feature_map(hidden_states, self.in_channels, type(self).__name__)
+        check_feature_map(hidden_states, self.in_channels, type(self).__name__, weights_of=self)
         residual = self.bn3(self.conv3(self.conv2(self.conv1(hidden_states))))
         return F.relu(self.attention(residual) + self.shortcut(hidden_states))
 

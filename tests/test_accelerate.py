@@ -8,16 +8,18 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
-import hf_attention  # noqa: F401  (registers the Auto classes)
+import hf_attention  # registers the Auto classes
 
 pytestmark = pytest.mark.slow  # subprocesses and training runs: `pytest -m "not slow"` skips them
 
 ACCELERATE = shutil.which("accelerate")
+PACKAGE_ROOT = Path(hf_attention.__file__).parents[1]
 
 
 @pytest.mark.skipif(ACCELERATE is None, reason="the accelerate command is not installed")
@@ -29,7 +31,8 @@ def test_two_cpu_processes_train_and_the_main_process_saves_one_model(tmp_path):
         "--batch-size", "16", "--num-layers", "1", "--hidden-size", "32", "--mlp-size", "64", "--output-dir",
         str(output_dir),
     ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    python_path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))  # this checkout
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": python_path}
     finished = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=900)
     assert finished.returncode == 0, finished.stderr[-4000:]
     assert finished.stdout.count("hf-attention train vit: done") == 1  # one process reports

@@ -154,7 +154,7 @@ def test_attentions_are_the_maps_of_the_blocks_in_the_order_they_ran():
     [
         ({"attention_type": "cbam"}, r"attention_type.*must be one of .*got 'cbam'"),
         ({"depths": [1]}, r"hidden_sizes and depths need one entry per stage"),
-        ({"hidden_sizes": [8, 0]}, r"Stage widths and depths must be positive"),
+        ({"hidden_sizes": [8, 0]}, r"`hidden_sizes\[1\]` must be positive, got 0"),
         ({"attention_stages": [2]}, r"attention_stages.*stage indices in 0..1, got \[2\]"),
         ({"pairwise_function": "cosine"}, r"pairwise_function.*got 'cosine'"),
         ({"hidden_dropout_prob": 1.0}, r"hidden_dropout_prob.*must be in \[0, 1\)"),

@@ -20,7 +20,14 @@ from hf_attention import (
     RecurrentAttentionModel,
 )
 from hf_attention.apps.cli import main
-from hf_attention.apps.data_glimpse import load_glimpse_dataset, place_on_canvas, prepare_glimpse_dataset
+from hf_attention.apps.data_glimpse import (
+    ClutteredCanvasCollator,
+    draw_cluttered_canvases,
+    load_cluttered_mnist,
+    load_glimpse_dataset,
+    place_on_canvas,
+    prepare_glimpse_dataset,
+)
 from hf_attention.apps.training import collate, make_image_processor
 from hf_attention.apps.training_glimpse import RewardLoggingTrainer
 from hf_attention.apps.visualize_glimpse import draw_glimpse_paths
@@ -113,14 +120,77 @@ def test_eval_follows_the_policy_mean_and_training_samples():
     first, second = model(**inputs, output_hidden_states=True), model(**inputs)
     torch.testing.assert_close(first.glimpse_locations, second.glimpse_locations, rtol=0, atol=0)
     assert first.glimpse_locations[:, 0].abs().max() == 0  # untrained: the first look is at the centre
-    assert len(first.hidden_states) == 5 and first.hidden_states[0].abs().max() == 0
+    assert len(first.hidden_states) == 4  # h_1 .. h_4: the location of glimpse t + 1 is the policy's mean at h_t
     policy = model.recurrent_attention.location_policy
     torch.testing.assert_close(
-        first.glimpse_locations[:, 2], torch.tanh(F.linear(first.hidden_states[2], policy.weight, policy.bias))
+        first.glimpse_locations[:, 2], torch.tanh(F.linear(first.hidden_states[1], policy.weight, policy.bias))
     )
     model.train()
     sampled = model(**inputs).glimpse_locations
     assert (sampled - first.glimpse_locations).abs().max() > 1e-3
+
+
+def test_hidden_states_are_the_state_after_each_glimpse_and_carry_gradients():
+    model = RecurrentAttentionForImageClassification(RecurrentAttentionConfig.tiny(num_glimpses=4)).train()
+    pixel_values = model.dummy_inputs["pixel_values"].requires_grad_()
+    outputs = model(pixel_values, output_hidden_states=True)
+    assert len(outputs.hidden_states) == 4 and all(state.shape == (2, 32) for state in outputs.hidden_states)
+    # h_1 = ReLU(W_g g_0 + W_h h_0 + b) with h_0 = 0: the first glimpse's embedding through the core
+    step, first = model.recurrent_attention.step, outputs.glimpse_locations[:, 0]
+    embedded = step.glimpse_network(step.sensor(pixel_values, first), first)
+    first_state = F.relu(step.core.input_to_hidden(embedded) + step.core.hidden_to_hidden.bias)
+    torch.testing.assert_close(outputs.hidden_states[0], first_state)
+    torch.testing.assert_close(model.classifier(outputs.hidden_states[-1]), outputs.logits)  # no dropout in tiny
+    for state in outputs.hidden_states:  # each depends on the image, and the gradient reaches it
+        (gradient,) = torch.autograd.grad(state.sum(), pixel_values, retain_graph=True)
+        assert state.requires_grad and gradient.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("core_type", "location_policy"), [("rnn", "learned"), ("lstm", "raster")])
+def test_checkpointing_reentrant_or_not_gives_the_gradients_of_no_checkpointing(core_type, location_policy):
+    config = RecurrentAttentionConfig.tiny(
+        core_type=core_type, location_policy=location_policy, location_policy_hidden_units=8
+    )
+    model = RecurrentAttentionForImageClassification(config).train()
+    pixel_values = model.dummy_inputs["pixel_values"].requires_grad_()
+
+    def gradients(checkpointing: dict | None) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        pixel_values.grad = None
+        if checkpointing is None:
+            model.activation_checkpointing_disable()
+        else:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpointing)
+        torch.manual_seed(0)  # the same sampled locations
+        model(pixel_values, labels=torch.tensor([0, 2])).loss.backward()
+        found = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        return found | {"pixel_values": pixel_values.grad.clone()}
+
+    expected = gradients(None)
+    assert {name for name, _ in model.named_parameters() if name.startswith("recurrent_attention.step.")} <= set(
+        expected
+    )
+    for checkpointing in ({"use_reentrant": True}, {"use_reentrant": False}):
+        found = gradients(checkpointing)
+        assert found.keys() == expected.keys(), checkpointing
+        for name, gradient in expected.items():
+            torch.testing.assert_close(found[name], gradient, msg=f"{name} under {checkpointing}")
+
+
+def test_raster_path_and_two_layer_location_network():
+    model = RecurrentAttentionModel(RecurrentAttentionConfig.tiny(num_glimpses=6, location_policy="raster"))
+    locations = model(**model.dummy_inputs).glimpse_locations
+    # 6 glimpses: 2 rows x 3 columns, the cells' centres, left to right then top to bottom, for every image
+    xs, ys = [-2 / 3, 0.0, 2 / 3] * 2, [-0.5] * 3 + [0.5] * 3
+    torch.testing.assert_close(locations, torch.tensor([xs, ys]).T.expand(2, 6, 2))
+    config = RecurrentAttentionConfig.tiny(location_policy_hidden_units=5)
+    policy = RecurrentAttentionModel(config).eval().location_policy
+    state = torch.randn(2, config.hidden_size)
+    mean, _ = policy(state, sample=False)
+    torch.testing.assert_close(mean, torch.tanh(F.linear(F.relu(policy.hidden(state)), policy.weight, policy.bias)))
+    assert policy.hidden.out_features == 5 and policy.weight.shape == (2, 5)
+    with pytest.raises(InvalidConfig, match="location_policy_hidden_units"):
+        RecurrentAttentionConfig.tiny(location_policy_hidden_units=-1)
 
 
 def test_random_policy_and_monte_carlo_rollouts():
@@ -178,6 +248,35 @@ def test_bad_input_is_refused_with_the_reason():
     head = RecurrentAttentionForImageClassification(RecurrentAttentionConfig.tiny())
     with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
         head(**head.dummy_inputs, labels=torch.tensor([[0, 1]]))
+
+
+def test_non_finite_pixels_are_named_not_blamed_on_the_locations():
+    for policy in ("learned", "random"):  # random: the NaN would reach the logits without a location check
+        model = RecurrentAttentionModel(RecurrentAttentionConfig.tiny(location_policy=policy))
+        with pytest.raises(ValueError, match="`pixel_values` contain NaN or inf"):
+            model(torch.full((1, 1, 16, 16), float("nan")))
+
+
+def test_sample_locations_must_be_a_bool():
+    model = RecurrentAttentionModel(RecurrentAttentionConfig.tiny())
+    with pytest.raises(TypeError, match="`sample_locations` must be True, False or None, got 'yes'"):
+        model(**model.dummy_inputs, sample_locations="yes")
+
+
+def test_pictures_refuse_locations_outside_the_image():
+    with pytest.raises(ValueError, match=r"\[-1, 1\].*magnitude 30.*normalised first"):
+        draw_glimpse_paths(torch.zeros(1, 1, 60, 60), torch.tensor([[[30.0, 12.0]]]), patch_size=12)
+
+
+def test_cluttered_canvases_refuse_a_digit_larger_than_the_canvas():
+    digits = torch.zeros(2, 28, 28, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="28x28 digit and 8x8 clutter do not fit a 20x20 canvas"):
+        draw_cluttered_canvases(digits, digits, torch.Generator(), canvas_size=20)
+
+
+def test_cluttered_mnist_job_refuses_another_image_size(capsys):
+    assert main(["train", "glimpse", "--dataset", "cluttered-mnist", "--image-size", "28"]) == 2
+    assert "cluttered-mnist is built on 60x60 canvases; --image-size must be 60, got 28" in capsys.readouterr().err
 
 
 def test_translated_canvas_places_the_image_and_fixes_test_offsets(tmp_path):
@@ -258,3 +357,46 @@ def test_draw_glimpse_paths_marks_every_step():
     assert step_colours <= {tuple(p) for p in pixels.reshape(-1, 3)}
     with pytest.raises(ValueError, match="2 images but 1 rows"):
         draw_glimpse_paths(images, locations[:1], patch_size=4)
+
+
+def test_cluttered_canvases_hold_the_digit_where_they_say_and_four_pieces_of_clutter():
+    digits = torch.randint(1, 256, (6, 28, 28))
+    blank = torch.zeros(3, 28, 28, dtype=torch.long)
+    canvases, offsets = draw_cluttered_canvases(digits, blank, torch.Generator().manual_seed(0))
+    assert canvases.shape == (6, 1, 60, 60) and offsets.shape == (6, 2)
+    for canvas, digit, (left, top) in zip(canvases[:, 0], digits, offsets.tolist(), strict=True):
+        torch.testing.assert_close(canvas[top : top + 28, left : left + 28], digit / 255)  # black clutter: nothing
+        assert torch.count_nonzero(canvas) == torch.count_nonzero(canvas[top : top + 28, left : left + 28])
+    white = torch.full((3, 28, 28), 255)
+    canvases, offsets = draw_cluttered_canvases(blank[:1].expand(500, 28, 28), white, torch.Generator())
+    lit = (canvases[:, 0] > 0).sum((-1, -2))
+    # four 8x8 squares: 256 lit pixels unless they overlap; always at least one square, each place equally likely
+    assert lit.max() == 4 * 64 and lit.min() >= 64 and (lit == 256).float().mean() > 0.5
+    assert canvases.max() == 1 and offsets.min() >= 0 and offsets.max() <= 32
+
+
+@pytest.mark.slow
+def test_cluttered_mnist_split_and_one_training_step(tmp_path, capsys):
+    dataset, digits = load_cluttered_mnist()
+    assert len(dataset["train"]) == 4000 and digits.shape == (4000, 28, 28) and len(dataset["test"]) == 1000
+    assert torch.bincount(dataset["test"]["label"][:]).tolist() == [100] * 10  # stratified
+    test = dataset["test"][:2]
+    assert test["pixel_values"].shape == (2, 1, 60, 60) and test["pixel_values"].max() <= 1
+    collator = ClutteredCanvasCollator(digits, seed=0)
+    rows = [dataset["train"][index] for index in range(4)]
+    first, second = collator(rows), collator(rows)
+    assert torch.equal(first["labels"], second["labels"]) and not torch.equal(
+        first["pixel_values"], second["pixel_values"]
+    )
+    output_dir = tmp_path / "cluttered"
+    argv = ["train", "glimpse", "--dataset", "cluttered-mnist", "--max-steps", "1", "--train-size", "64",
+            "--test-size", "16", "--batch-size", "8", "--hidden-size", "16", "--glimpse-hidden-size", "8",
+            "--location-hidden-size", "8", "--glimpse-embedding-size", "16", "--location-policy-hidden-units", "8",
+            "--output-dir", str(output_dir), "--num-pictures", "4"]  # fmt: skip
+    assert main(argv) == 0
+    assert "train / eval size 64 / 16" in capsys.readouterr().out
+    model = RecurrentAttentionForImageClassification.from_pretrained(output_dir)
+    assert model.config.num_channels == 1 and model.config.location_policy_hidden_units == 8
+    assert Image.open(output_dir / "glimpse_paths.png").width > 4 * 60
+    assert main([*argv[:-4], "--full-image-mlp", "--output-dir", str(tmp_path / "mlp"), "--num-pictures", "0"]) == 0
+    assert "parameters        58,058" in capsys.readouterr().out  # 3600 -> 16 -> 16 -> 10

@@ -27,6 +27,7 @@ import hf_attention
 pytestmark = pytest.mark.slow  # subprocesses and training runs: `pytest -m "not slow"` skips them
 
 TESTS = Path(__file__).parent
+PACKAGE_ROOT = Path(hf_attention.__file__).parents[1]
 NAMESPACE = "test-user"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
@@ -72,6 +73,7 @@ def client_environment(server: HubServer, route: str, hf_home: Path) -> dict[str
         "HTTPS_PROXY": "http://127.0.0.1:9",  # nothing listens on port 9: stray traffic fails at once
         "HTTP_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "127.0.0.1,localhost",
+        "PYTHONPATH": str(PACKAGE_ROOT),  # this checkout, whatever an editable install elsewhere points to
     }
     if route == "lfs":
         environment["HF_HUB_DISABLE_XET"] = "1"

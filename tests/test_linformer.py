@@ -140,7 +140,7 @@ def test_bad_inputs_and_settings_raise_errors_that_name_the_problem():
         model.attention(torch.randn(2, 5, 16), key_value_states=torch.randn(2, 5, 16))
     with pytest.raises(StrictDataclassClassValidationError, match=r"projection sharing must be one of"):
         LinformerConfig(projection_sharing="layerwise")
-    with pytest.raises(StrictDataclassClassValidationError, match=r"projected length k must be positive, got 12 and 0"):
+    with pytest.raises(StrictDataclassClassValidationError, match=r"`projected_length` must be positive, got 0"):
         LinformerConfig(max_sequence_length=12, projected_length=0)
     with pytest.raises(StrictDataclassClassValidationError, match=r"hidden size \(30\) is not a multiple"):
         LinformerConfig(hidden_size=30, num_attention_heads=4)
@@ -212,7 +212,7 @@ def test_linformer_vit_runs_smaller_images_and_refuses_larger_ones():
 def test_linformer_vit_settings_are_validated():
     with pytest.raises(StrictDataclassClassValidationError, match=r"attention_type.*must be one of"):
         VisionTransformerConfig.tiny(attention_type="performer")
-    with pytest.raises(StrictDataclassClassValidationError, match=r"projected length k must be positive, got 17 and 0"):
+    with pytest.raises(StrictDataclassClassValidationError, match=r"`linformer_k` must be positive, got 0"):
         VisionTransformerConfig.tiny(attention_type="linformer", linformer_k=0)
     with pytest.raises(StrictDataclassClassValidationError, match=r"projection sharing must be one of"):
         VisionTransformerConfig.tiny(attention_type="linformer", linformer_sharing="layers")

@@ -1,12 +1,15 @@
 """The shared base class: atomic saves that carry their code, label checks, refused keywords."""
 
 import json
+import logging
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import transformers.modeling_utils
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 
@@ -95,6 +98,39 @@ def test_corrupt_or_truncated_checkpoint_names_the_problem(tmp_path, truncate):
     weights.write_bytes(data[: len(data) // 2] if truncate else b"not a safetensors file at all")
     with pytest.raises(OSError, match="corrupt or truncated"):
         VisionTransformerForImageClassification.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("path", ["{tmp}/no-such-model", "./no-such-model", "{tmp}/a/b/c", "~/no-such-model"])
+def test_a_local_path_that_does_not_exist_is_named_as_a_missing_folder(tmp_path, path):
+    path = path.format(tmp=tmp_path)
+    for name_or_path in (path, Path(path)):
+        with pytest.raises(FileNotFoundError, match=rf"No such folder: '{re.escape(str(name_or_path))}'"):
+            VisionTransformerForImageClassification.from_pretrained(name_or_path)
+
+
+def test_weights_holding_nan_load_with_a_warning_that_names_them(tmp_path, caplog):
+    tiny().save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        VisionTransformerForImageClassification.from_pretrained(tmp_path)
+    assert "NaN" not in caplog.text
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["classifier.weight"][0, 0] = float("nan")
+    weights["vit.layers.0.attention.q_proj.bias"][1] = float("inf")
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        loaded = VisionTransformerForImageClassification.from_pretrained(tmp_path)
+    assert "hold NaN or infinite values in 2 tensor(s)" in caplog.text
+    assert "classifier.weight" in caplog.text and "vit.layers.0.attention.q_proj.bias" in caplog.text
+    assert torch.isnan(loaded.classifier.weight[0, 0])  # loaded as saved: a warning, not a refusal
+
+
+def test_is_main_process_false_writes_nothing(tmp_path):
+    tiny(0).save_pretrained(tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    tiny(1).save_pretrained(tmp_path, is_main_process=False)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert not [path for path in tmp_path.parent.iterdir() if ".saving-" in path.name]
 
 
 def test_missing_checkpoint_is_reported(tmp_path):

@@ -2,12 +2,23 @@
 `train video` job and the video-classification pipeline. The REGISTRY-wide contract tests cover the rest."""
 
 import json
+import logging
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import transformers
 from huggingface_hub.errors import StrictDataclassClassValidationError
-from transformers import XCLIPConfig, XCLIPModel, XCLIPVisionConfig, XCLIPVisionModel, pipeline
+from transformers import (
+    VideoMAEImageProcessorPil,
+    XCLIPConfig,
+    XCLIPModel,
+    XCLIPVisionConfig,
+    XCLIPVisionModel,
+    pipeline,
+)
+from transformers.utils import is_torchvision_available
 
 from hf_attention import (
     CrossFrameAttentionLayer,
@@ -16,10 +27,20 @@ from hf_attention import (
     VideoTransformerConfig,
     VideoTransformerForVideoClassification,
     VideoTransformerModel,
+    VideoTransformerVideoProcessor,
     from_transformers,
 )
 from hf_attention.apps.cli import main
-from hf_attention.apps.data_video import make_clips, opposite, write_mp4
+from hf_attention.apps.data_video import (
+    DIRECTIONS,
+    make_clips,
+    make_distractor_clips,
+    opposite,
+    to_pixel_values,
+    with_reversed,
+    write_mp4,
+)
+from hf_attention.apps.training_video import make_video_processor, paired_reversal_accuracy
 
 XCLIP_VISION = dict(
     hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=16, patch_size=8,
@@ -55,12 +76,37 @@ def test_cross_frame_attention_lets_frames_talk_and_returns_both_maps():
     assert len(outputs.cross_frame_attentions) == len(outputs.attentions) == 2
     for cfa, ifa in zip(outputs.cross_frame_attentions, outputs.attentions, strict=True):
         assert cfa.shape == (2, 2, 3, 3)  # (batch, heads, frames, frames)
-        assert ifa.shape == (2, 3 * 2, 5 + 1, 5 + 1)  # (batch, frames * heads, tokens + message, tokens + message)
+        assert ifa.shape == (2 * 3, 2, 5 + 1, 5 + 1)  # (batch * frames, heads, tokens + message, tokens + message)
         torch.testing.assert_close(cfa.sum(-1), torch.ones(2, 2, 3))
-        torch.testing.assert_close(ifa.sum(-1), torch.ones(2, 6, 6))
+        torch.testing.assert_close(ifa.sum(-1), torch.ones(6, 2, 6))
     ablated = VideoTransformerModel(VideoTransformerConfig.tiny(temporal_modeling="none")).eval()
     ablated_outputs = ablated(**ablated.dummy_inputs, output_attentions=True)
-    assert ablated_outputs.cross_frame_attentions == () and ablated_outputs.attentions[0].shape == (2, 6, 5, 5)
+    assert ablated_outputs.cross_frame_attentions == () and ablated_outputs.attentions[0].shape == (6, 2, 5, 5)
+
+
+def test_every_map_is_per_layer_with_frames_in_the_batch_and_is_the_tensor_the_output_came_from():
+    """Intra-frame maps (batch * frames, heads, q, k) per layer, as transformers' X-CLIP vision model returns them
+    (equal to its maps after conversion); CFA (batch, heads, frames, frames) and MIT (batch, mit heads, frames,
+    frames) maps per layer; a loss on the output gives every one of them a gradient (they are not views made
+    afterwards)."""
+    reference = XCLIPVisionModel(XCLIPVisionConfig(**XCLIP_VISION)).eval()
+    reference.set_attn_implementation("eager")
+    clips = torch.randn(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        expected = reference(clips.flatten(0, 1), output_attentions=True).attentions
+        converted = from_transformers(reference)(clips, output_attentions=True).attentions
+    for mine, theirs in zip(converted, expected, strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
+    model = VideoTransformerForVideoClassification(VideoTransformerConfig.tiny(mit_num_hidden_layers=2))
+    outputs = model(**model.dummy_inputs, output_attentions=True)  # 2 clips of 3 frames, 2x2 patches, 2 heads
+    assert [tuple(a.shape) for a in outputs.attentions] == [(2 * 3, 2, 6, 6)] * 2
+    assert [tuple(a.shape) for a in outputs.cross_frame_attentions] == [(2, 2, 3, 3)] * 2
+    assert [tuple(a.shape) for a in outputs.mit_attentions] == [(2, 2, 3, 3)] * 2
+    maps = [*outputs.attentions, *outputs.cross_frame_attentions, *outputs.mit_attentions]
+    for attention in maps:
+        attention.retain_grad()
+    outputs.logits[:, 0].sum().backward()
+    assert all(attention.grad is not None and attention.grad.abs().sum() > 0 for attention in maps)
 
 
 def test_without_the_mit_nothing_tells_the_frame_order():
@@ -228,29 +274,93 @@ def test_moving_glyphs_hide_the_label_from_single_frames_and_order_free_summarie
         assert forward[0].sum() == forward[-1].sum()  # wrapping around the canvas: never cut off at an edge
 
 
-def test_train_video_then_the_pipeline_classifies_an_mp4(tmp_path, capsys):
+def test_distractor_clips_hold_a_coherent_glyph_and_a_jumping_twin_and_pair_with_their_reverse():
+    """One-pixel glyphs make the two copies readable: in every clip some lit pixel moves by the label's direction at
+    one speed through all frames (the mover); the pixel values are what the saved video processor gives."""
+    glyphs = torch.ones(3, 1, 1)
+    clips, labels = make_distractor_clips(glyphs, 64, torch.Generator().manual_seed(0), num_frames=5, canvas_size=12)
+    assert clips.shape == (64, 5, 12, 12) and set(labels.tolist()) == set(range(8))
+    assert ((clips > 0).flatten(2).sum(-1) <= 2).all() and ((clips > 0).flatten(2).sum(-1) >= 1).all()
+    for clip, label in zip(clips, labels.tolist(), strict=True):
+        lit = [set(map(tuple, (frame > 0).nonzero().tolist())) for frame in clip]
+        dy, dx = list(DIRECTIONS.values())[label]
+        on_track = [
+            all(((y + t * speed * dy) % 12, (x + t * speed * dx) % 12) in lit[t] for t in range(5))
+            for (y, x) in lit[0]
+            for speed in (1, 2)
+        ]
+        assert any(on_track)
+    # (right, left), (down, down), (up-left, down-right): two of three pairs predicted as opposites
+    assert paired_reversal_accuracy(np.array([0, 4, 2, 2, 5, 1])) == pytest.approx(2 / 3)
+    paired, paired_labels = with_reversed(clips[:4], labels[:4])
+    torch.testing.assert_close(paired[1], clips[0].flip(0))
+    assert paired_labels[1] == opposite(int(labels[0])) and paired_labels[0] == labels[0]
+    uint8 = (clips[:2] * 255).round().to(torch.uint8)[..., None].expand(-1, -1, -1, -1, 3).numpy()
+    processed = make_video_processor(12)(list(uint8), return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(to_pixel_values(clips[:2]), processed, atol=1e-6, rtol=0)
+
+
+def test_train_video_saves_a_video_processor_the_pipeline_runs_on_an_mp4_without_warnings(tmp_path, capsys):
     output_dir = tmp_path / "video"
     argv = ["train", "video", "--train-size", "16", "--test-size", "4", "--epochs", "1", "--batch-size", "8"]
     argv += ["--num-frames", "3", "--image-size", "16", "--hidden-size", "16", "--num-layers", "1", "--num-heads", "2"]
     assert main([*argv, "--mlp-size", "16", "--output-dir", str(output_dir)]) == 0
     printed = capsys.readouterr().out
-    assert "reversal accuracy" in printed and "test accuracy" in printed
+    assert "reversal accuracy" in printed and "reversed pairs" in printed and "test accuracy" in printed
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["eval_size"] == 8 and 0.0 <= summary["reversal_accuracy"] <= 1.0
-    assert json.loads((output_dir / "preprocessor_config.json").read_text())["crop_size"] == {"height": 16, "width": 16}
+    assert summary["paired_reversal_accuracy"] in (0.0, 0.25, 0.5, 0.75, 1.0)  # 4 pairs
+    saved = json.loads((output_dir / "video_preprocessor_config.json").read_text())
+    assert saved["video_processor_type"] == "VideoTransformerVideoProcessor"
+    assert saved["auto_map"]["AutoVideoProcessor"] == "video_processing_video.VideoTransformerVideoProcessor"
+    assert (output_dir / "video_processing_video.py").exists()  # shipped with its code, as the model is
     frames = np.zeros((3, 32, 32, 3), dtype=np.uint8)
     for t in range(3):
         frames[t, 8:16, 4 + 6 * t : 12 + 6 * t] = 255  # a square moving right
     video_file = write_mp4(tmp_path / "clip.mp4", frames)
-    classify = pipeline("video-classification", model=str(output_dir))
-    predictions = classify(str(video_file), top_k=8)
+    processor = VideoTransformerVideoProcessor.from_pretrained(output_dir)
+    pixel_values = processor(frames, return_tensors="pt")["pixel_values"]
+    legacy = VideoMAEImageProcessorPil.from_pretrained(output_dir)([list(frames)], return_tensors="pt")
+    torch.testing.assert_close(pixel_values, legacy["pixel_values"], atol=0, rtol=0)  # VideoMAE's operations
+    recorded = RecordedLogs()
+    pipeline_logger = transformers.logging.get_logger("transformers.pipelines")
+    pipeline_logger.addHandler(recorded)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # where torchvision is installed AutoVideoProcessor finds it from the folder; everywhere it can be given
+            given = {} if is_torchvision_available() else {"video_processor": processor}
+            classify = pipeline("video-classification", model=str(output_dir), **given)
+            predictions = classify(str(video_file), top_k=8)
+    finally:
+        pipeline_logger.removeHandler(recorded)
+    assert type(classify.video_processor).__name__ == "VideoTransformerVideoProcessor"  # not the deprecated path
+    assert [str(w.message) for w in caught] == [] and recorded.messages == []
     model = VideoTransformerForVideoClassification.from_pretrained(output_dir).eval()
-    pixel_values = classify.image_processor(list(frames), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         probabilities = model(pixel_values).logits.softmax(-1)[0]
     assert len(predictions) == 8
     for prediction in predictions:  # the pipeline decoded the mp4 to (within codec rounding) the frames written
         assert abs(prediction["score"] - probabilities[model.config.label2id[prediction["label"]]].item()) < 1e-3
+
+
+class RecordedLogs(logging.Handler):
+    """The messages of the loggers it is added to (transformers' loggers do not propagate to pytest's caplog)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.messages.append(record.getMessage())
+
+
+def test_the_video_text_models_text_config_has_the_vocabulary_size(tmp_path):
+    model = VideoTextTransformerModel(VideoTextTransformerConfig.tiny())
+    assert model.config.get_text_config().vocab_size == 50 == model.text_model.token_embedding.num_embeddings
+    model.save_pretrained(tmp_path)
+    assert VideoTextTransformerConfig.from_pretrained(tmp_path).get_text_config().vocab_size == 50
 
 
 @pytest.mark.parametrize("reference_class", [XCLIPVisionModel, XCLIPModel])

@@ -296,7 +296,7 @@ def test_video_maps_are_the_models_class_token_and_cross_frame_attention(tmp_pat
     with torch.no_grad():
         outputs = model(**model.dummy_inputs, output_attentions=True)
     maps = video_attention_maps(outputs.attentions, outputs.cross_frame_attentions, 3, (2, 2), index=1)
-    last = outputs.attentions[-1][1].unflatten(0, (3, -1))  # clip 1: (frames, heads, class + 4 patches + message)
+    last = outputs.attentions[-1].unflatten(0, (-1, 3))[1]  # clip 1: (frames, heads, class + 4 patches + message)
     torch.testing.assert_close(maps.frames, last[:, :, 0, 1:5].mean(1).reshape(3, 2, 2))
     torch.testing.assert_close(maps.message_share, last[:, :, 0, 5].mean(1))
     torch.testing.assert_close(maps.cross_frame, outputs.cross_frame_attentions[-1][1].mean(0))

@@ -162,18 +162,18 @@ def video_attention_maps(
 ) -> VideoAttentionMaps:
     """Per frame the class token's attention, and the CFA map, of clip `index`, from the video model's outputs.
 
-    `attentions[-1]` is (batch, frames * heads, tokens (+ 1), tokens (+ 1)), frame-major: the class token first, then
-    the patches, then (with cross-frame attention) the frame's message token; `cross_frame_attentions[-1]` is (batch,
-    heads, frames, frames).
+    `attentions[-1]` is (batch * frames, heads, tokens (+ 1), tokens (+ 1)), frames folded into the batch clip by
+    clip: the class token first, then the patches, then (with cross-frame attention) the frame's message token;
+    `cross_frame_attentions[-1]` is (batch, heads, frames, frames).
     """
     num_patches = grid_size[0] * grid_size[1]
     last = attentions[-1]
-    if last.dim() != 4 or last.shape[-1] not in (num_patches + 1, num_patches + 2) or last.shape[1] % num_frames:
+    if last.dim() != 4 or last.shape[-1] not in (num_patches + 1, num_patches + 2) or last.shape[0] % num_frames:
         raise ValueError(
-            f"Expected intra-frame maps (batch, {num_frames} frames * heads, tokens, tokens) over a class token and "
+            f"Expected intra-frame maps (batch * {num_frames} frames, heads, tokens, tokens) over a class token and "
             f"{num_patches} patches (and a message token), got {tuple(last.shape)}."
         )
-    per_frame = last[index].unflatten(0, (num_frames, -1))  # (frames, heads, tokens, tokens)
+    per_frame = last.unflatten(0, (-1, num_frames))[index]  # (frames, heads, tokens, tokens)
     class_rows = per_frame[:, :, 0].float().mean(dim=1)
     frames = class_rows[:, 1 : 1 + num_patches].reshape(num_frames, *grid_size)
     has_message = last.shape[-1] == num_patches + 2

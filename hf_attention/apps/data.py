@@ -88,11 +88,24 @@ def _standardise_columns(dataset: DatasetDict) -> DatasetDict:
     return dataset.select_columns(["image", "label"])
 
 
+def _check_image_folder_labels(dataset: DatasetDict, path: Path) -> None:
+    """`imagefolder` labels images by their sub-folder only when there are two or more: with one class (or none) it
+    gives no label column at all, so say so, naming the folders found."""
+    if "label" in next(iter(dataset.values())).column_names:
+        return
+    folders = sorted(child.name for child in path.iterdir() if child.is_dir())
+    raise ValueError(
+        f"--dataset {path}: found {len(folders)} class sub-folder(s) {folders}; a classifier needs at least two "
+        "(an image folder holds one sub-folder of images per class)."
+    )
+
+
 def load_external(name_or_path: str, test_size: float = 0.2, seed: int = 0) -> DatasetDict:
     """A local image folder or a Hub dataset id through `datasets`; a test split is carved out when missing."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         dataset = load_dataset("imagefolder", data_dir=str(path))
+        _check_image_folder_labels(dataset, path)
     elif path.exists():
         raise ValueError(f"--dataset {name_or_path} is a file; expected an image folder (one sub-folder per class).")
     elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:

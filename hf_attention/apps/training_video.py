@@ -8,6 +8,11 @@ motion, which no single frame and no order-free summary of the frames reveals. T
     hf-attention train video                                   # 8 directions of moving digits
     hf-attention train video --temporal-modeling none          # the same encoder without cross-frame attention
     hf-attention train video --from-pretrained xclip-b32       # fine-tune a converted X-CLIP checkpoint
+    hf-attention train video --dataset distractor-fashion-mnist --num-layers 3   # a glyph and its jumping twin
+
+With `--dataset distractor-*` every clip shows two copies of one glyph, one moving, its twin jumping at random
+(data_video.make_distractor_clips): training clips are drawn afresh for every batch in torch, straight to the pixel
+values the saved processor would give.
 """
 
 import argparse
@@ -19,7 +24,7 @@ from .training import TrainingSummary, save_for_pipeline, training_arguments
 
 # defaults of the flags every `train` command shares, when not given
 VIDEO_DEFAULTS = {"epochs": 20, "batch_size": 32, "learning_rate": 2e-3, "train_size": 4096}
-VIDEO_DATASETS = ("digits", "fashion-mnist")
+VIDEO_DATASETS = ("digits", "fashion-mnist", "distractor-fashion-mnist", "distractor-digits")
 
 
 def add_video_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +39,9 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--num-heads", type=int, default=4)
     parser.add_argument("--mlp-size", type=int, default=64, help="width of the MLP hidden layer")
+    parser.add_argument("--mit-mlp-size", type=int, help="width of the MIT's MLP hidden layer (default: --mlp-size)")
+    parser.add_argument("--mit-layers", type=int, default=1, help="layers of the multi-frame integration transformer")
+    parser.add_argument("--glyph-size", type=int, help="glyph size in pixels (default: half the canvas; 3/8 with two)")
     parser.add_argument(
         "--position-embedding-std",
         type=float,
@@ -48,16 +56,28 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def processor_settings(image_size: int) -> dict:
+    """Frames resized and centre-cropped to `image_size`, normalised to [-1, 1]."""
+    crop_size = {"height": image_size, "width": image_size}
+    return dict(size={"shortest_edge": image_size}, crop_size=crop_size, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+
+
 def make_video_processor(image_size: int):
-    """transformers' VideoMAE processor: frames resized and centre-cropped to `image_size`, normalised to [-1, 1]."""
+    """The models' video processor (the operations of transformers' `VideoMAEImageProcessorPil`), saved beside the
+    model so that `pipeline("video-classification")` gets a video processor (an image processor there is
+    deprecated)."""
+    from ..video_processing_video import VideoTransformerVideoProcessor
+
+    return VideoTransformerVideoProcessor(**processor_settings(image_size))
+
+
+def make_frame_processor(image_size: int):
+    """transformers' `VideoMAEImageProcessorPil` with the video processor's settings: saved beside it for readers that
+    cannot load a video processor (transformers' `AutoVideoProcessor` and `AutoProcessor`'s video branch need
+    torchvision), such as `hf-attention show` on a CPU-only torch."""
     from transformers import VideoMAEImageProcessorPil
 
-    return VideoMAEImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        image_mean=[0.5] * 3,
-        image_std=[0.5] * 3,
-    )
+    return VideoMAEImageProcessorPil(**processor_settings(image_size))
 
 
 def preprocess_clips(dataset, processor):
@@ -79,7 +99,9 @@ def preprocess_clips(dataset, processor):
 
 
 def video_metrics(eval_prediction) -> dict[str, float]:
-    """8-way accuracy, and how often the true direction scores above its opposite (0.5 for any order-free model)."""
+    """8-way accuracy; how often the true direction scores above its opposite (0.5 for any order-free model); and how
+    often the prediction for a reversed clip is the opposite of the prediction for the clip (the held-out split holds
+    every clip followed by itself reversed)."""
     import numpy as np
 
     from .data_video import opposite
@@ -90,7 +112,19 @@ def video_metrics(eval_prediction) -> dict[str, float]:
     return {
         "accuracy": float((logits.argmax(axis=-1) == labels).mean()),
         "reversal_accuracy": float((logits[rows, labels] > logits[rows, opposites]).mean()),
+        "paired_reversal_accuracy": paired_reversal_accuracy(logits.argmax(axis=-1)),
     }
+
+
+def paired_reversal_accuracy(predictions) -> float:
+    """Share of (clip, reversed clip) pairs, held as consecutive rows, whose second prediction is the opposite
+    direction of the first."""
+    from .data_video import opposite
+
+    if len(predictions) % 2:
+        raise ValueError(f"Predictions of (clip, reversed clip) pairs come in an even number, got {len(predictions)}.")
+    pairs = [(int(a), int(b)) for a, b in zip(predictions[0::2], predictions[1::2], strict=True)]
+    return sum(b == opposite(a) for a, b in pairs) / max(len(pairs), 1)
 
 
 def build_video_model(args: argparse.Namespace, labels: dict):
@@ -114,7 +148,8 @@ def build_video_model(args: argparse.Namespace, labels: dict):
         position_embedding_std=args.position_embedding_std,
         projection_dim=args.hidden_size,
         video_pooling=args.video_pooling,
-        mit_intermediate_size=args.mlp_size,
+        mit_intermediate_size=args.mit_mlp_size or args.mlp_size,
+        mit_num_hidden_layers=args.mit_layers,
         mit_num_attention_heads=args.num_heads,
         **labels,
     )
@@ -126,6 +161,7 @@ class VideoTrainingSummary(TrainingSummary):
     """`TrainingSummary` plus what a video run adds: the reversal test and the temporal model."""
 
     reversal_accuracy: float = 0.0
+    paired_reversal_accuracy: float = 0.0
     temporal_modeling: str = ""
     video_pooling: str = ""
 
@@ -137,7 +173,28 @@ class VideoTrainingSummary(TrainingSummary):
         lines[accuracy] += " (8 directions, chance 0.125)"
         reversal = f"reversal accuracy {self.reversal_accuracy:.4f} (true direction above its opposite, chance 0.5)"
         lines.insert(accuracy + 1, reversal)
+        paired = f"reversed pairs    {self.paired_reversal_accuracy:.4f} (reversed clip predicted as the opposite)"
+        lines.insert(accuracy + 2, paired)
         return lines
+
+
+def video_datasets(args: argparse.Namespace, canvas_size: int, processor):
+    """(train, held-out) datasets of pixel values for `args.dataset`: one moving glyph (through `processor` once), or a
+    glyph and its jumping twin (drawn in torch, fresh training clips every batch, when canvas and frames match)."""
+    from .data_video import DISTRACTOR_DATASETS, load_distractor_clips, load_moving_glyphs
+
+    settings = dict(train_size=args.train_size, test_size=args.test_size, num_frames=args.num_frames)
+    settings |= dict(canvas_size=canvas_size, data_dir=args.data_dir, seed=args.seed)
+    if args.dataset in DISTRACTOR_DATASETS:
+        if canvas_size != args.image_size:
+            raise ValueError(
+                f"Distractor clips are drawn at the model's frame size: --image-size {canvas_size} differs from the "
+                f"pretrained model's image_size={args.image_size}."
+            )
+        clips = load_distractor_clips(args.dataset, **settings, glyph_size=args.glyph_size or canvas_size * 3 // 8)
+        return clips["train"], clips["test"]
+    clips = load_moving_glyphs(args.dataset, **settings, glyph_size=args.glyph_size or canvas_size // 2)
+    return preprocess_clips(clips["train"], processor), preprocess_clips(clips["test"], processor)
 
 
 def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
@@ -145,7 +202,7 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     import torch
     from transformers import Trainer, set_seed
 
-    from .data_video import DIRECTION_NAMES, load_moving_glyphs
+    from .data_video import DIRECTION_NAMES, DISTRACTOR_DATASETS
 
     for name, value in VIDEO_DEFAULTS.items():
         if getattr(args, name, None) is None:
@@ -162,17 +219,8 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     model = build_video_model(args, labels)
     # a pretrained model's frames and clip length: the processor resizes the canvas to its frame size
     args.image_size, args.num_frames = model.config.image_size, model.config.num_frames
-    dataset = load_moving_glyphs(
-        args.dataset,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        num_frames=args.num_frames,
-        canvas_size=canvas_size,
-        glyph_size=canvas_size // 2,
-        data_dir=args.data_dir,
-        seed=args.seed,
-    )
     processor = make_video_processor(args.image_size)
+    train_dataset, eval_dataset = video_datasets(args, canvas_size, processor)
     model.set_attn_implementation(args.attn_implementation)
     training_args = training_arguments(
         args, args.output_dir, per_device_eval_batch_size=max(args.batch_size, 64), remove_unused_columns=True
@@ -180,8 +228,8 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=preprocess_clips(dataset["train"], processor),
-        eval_dataset=preprocess_clips(dataset["test"], processor),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
         compute_metrics=video_metrics,
     )
     start = time.perf_counter()
@@ -189,12 +237,15 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     train_seconds = time.perf_counter() - start
     metrics = trainer.evaluate()
     save_for_pipeline(trainer, processor, args.output_dir)
+    if trainer.is_world_process_zero():
+        make_frame_processor(args.image_size).save_pretrained(args.output_dir)
     summary = VideoTrainingSummary(
-        dataset=f"moving-glyphs-{args.dataset}",
-        train_size=len(dataset["train"]),
-        eval_size=len(dataset["test"]),
+        dataset=args.dataset if args.dataset in DISTRACTOR_DATASETS else f"moving-glyphs-{args.dataset}",
+        train_size=len(train_dataset),
+        eval_size=len(eval_dataset),
         accuracy=metrics["eval_accuracy"],
         reversal_accuracy=metrics["eval_reversal_accuracy"],
+        paired_reversal_accuracy=metrics["eval_paired_reversal_accuracy"],
         eval_loss=metrics["eval_loss"],
         train_seconds=train_seconds,
         epochs=args.epochs,
@@ -215,4 +266,12 @@ def train_video(args: argparse.Namespace) -> int:
     return report("hf-attention train video", fit_video(args), args)
 
 
-__all__ = ["add_video_arguments", "fit_video", "make_video_processor", "train_video", "video_metrics"]
+__all__ = [
+    "add_video_arguments",
+    "fit_video",
+    "make_frame_processor",
+    "make_video_processor",
+    "paired_reversal_accuracy",
+    "train_video",
+    "video_metrics",
+]

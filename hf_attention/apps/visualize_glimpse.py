@@ -29,7 +29,12 @@ def _as_pil(image, value_range: tuple[float, float] | None) -> Image.Image:
     return Image.fromarray((scaled.transpose(1, 2, 0) * 255).round().astype(np.uint8), mode="RGB")
 
 
-def _draw_one(image: Image.Image, locations, patch_size: int, num_scales: int, zoom: int) -> Image.Image:
+BOX_COLOUR = (255, 215, 0)  # the object's box: gold, a colour no step uses
+
+
+def _draw_one(
+    image: Image.Image, locations, patch_size: int, num_scales: int, zoom: int, box: Sequence[int] | None = None
+) -> Image.Image:
     width, height = image.size
     # a margin, so that boxes leaving the image (the retina reads zeros there) stay visible; the coarsest boxes
     # may still be cut at its edge
@@ -38,6 +43,10 @@ def _draw_one(image: Image.Image, locations, patch_size: int, num_scales: int, z
     canvas.paste(image.resize((width * zoom, height * zoom), Image.NEAREST), (margin, margin))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
+    if box is not None:
+        left, top, box_width, box_height = box
+        corners = (left, top, left + box_width, top + box_height)
+        draw.rectangle([margin + value * zoom for value in corners], outline=BOX_COLOUR, width=1)
     centres = []
     for step, (x, y) in enumerate(locations):
         colour = STEP_COLOURS[step % len(STEP_COLOURS)]
@@ -64,6 +73,7 @@ def draw_glimpse_paths(
     columns: int = 4,
     zoom: int = 4,
     value_range: tuple[float, float] | None = None,
+    boxes: Sequence[Sequence[int]] | None = None,
 ) -> Image.Image:
     """A grid of `images`, each with the retina of every glimpse drawn over it.
 
@@ -75,6 +85,7 @@ def draw_glimpse_paths(
         captions: one line under each image (e.g. "Bag (pred Bag)").
         columns, zoom: grid width and pixel magnification.
         value_range: the (min, max) pixel value that maps to black and white; default: each image's own range.
+        boxes: one (left, top, width, height) pixel box per image, outlined in gold (e.g. where the digit is).
     """
     if len(images) != len(glimpse_locations):
         raise ValueError(f"Got {len(images)} images but {len(glimpse_locations)} rows of glimpse_locations.")
@@ -82,12 +93,22 @@ def draw_glimpse_paths(
         raise ValueError("No images to draw.")
     if captions is not None and len(captions) != len(images):
         raise ValueError(f"Got {len(captions)} captions for {len(images)} images.")
+    if boxes is not None and (len(boxes) != len(images) or any(len(box) != 4 for box in boxes)):
+        raise ValueError(f"`boxes` must be one (left, top, width, height) per image: {len(images)} of them.")
     for row in glimpse_locations:
         if len(row) and len(row[0]) != 2:
             raise ValueError("glimpse_locations must be (batch, num_glimpses, 2) as (x, y).")
+        for x, y in row:
+            if not (abs(float(x)) <= 1 and abs(float(y)) <= 1):  # also NaN
+                largest = max(abs(float(x)), abs(float(y)))
+                raise ValueError(
+                    "glimpse_locations must lie in [-1, 1] (normalised: -1 the left/top edge, +1 the right/bottom "
+                    f"edge), got a coordinate of magnitude {largest:g}. Pixel coordinates must be normalised first: "
+                    "x = 2 * column / width - 1."
+                )
     tiles = [
-        _draw_one(_as_pil(image, value_range), locations, patch_size, num_scales, zoom)
-        for image, locations in zip(images, glimpse_locations, strict=True)
+        _draw_one(_as_pil(image, value_range), locations, patch_size, num_scales, zoom, box)
+        for image, locations, box in zip(images, glimpse_locations, boxes or [None] * len(images), strict=True)
     ]
     caption_height = 14 if captions is not None else 0
     tile_width, tile_height = tiles[0].size
