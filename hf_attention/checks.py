@@ -6,6 +6,7 @@ checks only call tensor methods, so they need no `import torch` either.
 
 import inspect
 import math
+import operator
 import sys
 from collections.abc import Iterable
 from difflib import get_close_matches
@@ -74,7 +75,7 @@ def check_dtype_matches(name: str, tensor, module) -> None:
     """
     if not tensor.is_floating_point() or is_compiling():
         return
-    weight = next((parameter for parameter in module.parameters() if parameter.is_floating_point()), None)
+    weight = next((parameter for parameter in module.parameters() if is_compute_float(parameter)), None)
     if weight is None or weight.dtype == tensor.dtype or sys.modules["torch"].is_autocast_enabled(tensor.device.type):
         return
     raise TypeError(
@@ -82,6 +83,12 @@ def check_dtype_matches(name: str, tensor, module) -> None:
         f"{_dtype_name(weight)}: cast the input (`.to(torch.{_dtype_name(weight)})`) or the module "
         f"(`module.to(torch.{_dtype_name(tensor)})`)."
     )
+
+
+def is_compute_float(tensor) -> bool:
+    """A floating-point tensor a layer computes in: not a float8 (or packed float4) weight, which quantized layers
+    store and dequantize themselves, as transformers' FP8 layers do."""
+    return tensor.is_floating_point() and tensor.element_size() > 1
 
 
 def check_rank(name: str, tensor, rank: int, expected_layout: str) -> None:
@@ -129,9 +136,10 @@ def check_position_ids(
     `max_positions` rows would otherwise fail with an IndexError that names neither number."""
     if position_ids.is_floating_point() or _dtype_name(position_ids) not in INTEGER_DTYPE_NAMES:
         raise TypeError(f"`{name}` must be an integer tensor of positions, got dtype {_dtype_name(position_ids)}.")
-    if position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch_size) or position_ids.shape[1] != length:
+    shape = tuple(position_ids.shape)
+    if shape != (length,) and (len(shape) != 2 or shape[0] not in (1, batch_size) or shape[1] != length):
         raise ValueError(
-            f"`{name}` must have shape ({batch_size}, {length}) or (1, {length}), got {tuple(position_ids.shape)}."
+            f"`{name}` must have shape ({batch_size}, {length}), (1, {length}) or ({length},), got {shape}."
         )
     if position_ids.numel() and not is_compiling():
         low, high = int(position_ids.min()), int(position_ids.max())
@@ -181,8 +189,15 @@ def check_counts(**counts) -> None:
 
 
 def _check_integer(name: str, value, expected: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise TypeError(f"`{name}` must be {expected}, got {value!r} ({type(value).__name__}).")
+    """Any integer (`int`, numpy's, a 0-d integer tensor: whatever `operator.index` takes), never a bool."""
+    if value is None:
+        return
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        operator.index(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be {expected}, got {value!r} ({type(value).__name__}).") from None
 
 
 def check_reduction(reduction: int, channels: int, name: str = "reduction") -> None:

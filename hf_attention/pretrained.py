@@ -32,7 +32,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.models.auto import modeling_auto
 from transformers.utils import TransformersKwargs, logging
 
-from .checks import name_near_misses
+from .checks import is_compute_float, name_near_misses
 
 logger = logging.get_logger(__name__)
 
@@ -342,6 +342,11 @@ def check_local_folder(name_or_path) -> None:
     )
 
 
+def widened(tensor: torch.Tensor) -> torch.Tensor:
+    """float8 tensors in float16 (torch has no isnan/isfinite kernels for them); others as they are."""
+    return tensor if is_compute_float(tensor) else tensor.to(torch.float16)
+
+
 def warn_about_non_finite_weights(model: nn.Module, name_or_path, shown: int = 5) -> None:
     """Log a warning naming the loaded tensors that hold NaN (or an infinite parameter).
 
@@ -355,7 +360,7 @@ def warn_about_non_finite_weights(model: nn.Module, name_or_path, shown: int = 5
         for name, tensor in model.state_dict().items()
         if tensor.is_floating_point()
         and tensor.device.type != "meta"
-        and not bool((torch.isfinite(tensor) if name in parameters else ~torch.isnan(tensor)).all())
+        and not bool((torch.isfinite(widened(tensor)) if name in parameters else ~torch.isnan(widened(tensor))).all())
     ]
     if bad:
         more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
@@ -391,7 +396,7 @@ def resolve_forward_kwargs(model: nn.Module, kwargs: dict) -> dict:
 def parameter_dtype(model: nn.Module, default: torch.dtype) -> torch.dtype:
     """The dtype of the model's first floating-point parameter, or `default` where it has none: transformers'
     `model.dtype` raises once a quantizer has turned every layer into packed integer weights."""
-    return next((parameter.dtype for parameter in model.parameters() if parameter.is_floating_point()), default)
+    return next((parameter.dtype for parameter in model.parameters() if is_compute_float(parameter)), default)
 
 
 def in_model_dtype(model: nn.Module, tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -39,6 +39,7 @@ class VideoTransformerVideoProcessor(VideoProcessorMixin, PilBackend):
     Example:
 
     ```python
+    >>> import numpy as np
     >>> from hf_attention.video_processing_video import VideoTransformerVideoProcessor
     >>> processor = VideoTransformerVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     >>> processor(np.zeros((8, 40, 40, 3), dtype=np.uint8), return_tensors="pt")["pixel_values"].shape

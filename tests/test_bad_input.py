@@ -5,7 +5,6 @@ keywords, dtypes and constructor arguments of the plain modules, labels, config 
 encoder-decoder's targets and image folders.
 """
 
-import dataclasses
 import inspect
 import math
 
@@ -187,7 +186,6 @@ def test_every_size_field_refuses_impossible_values_by_name(config_class):
 def test_initializer_range_zero_is_refused_rather_than_dividing_by_zero():
     with pytest.raises(StrictDataclassClassValidationError, match=r"`initializer_range` must be positive, got 0.0"):
         h.VisionTransformerConfig.tiny(initializer_range=0.0)
-    assert dataclasses.is_dataclass(h.VisionTransformerConfig)
 
 
 # --- position ids -----------------------------------------------------------------------------------------------
@@ -223,3 +221,43 @@ def test_an_image_folder_with_one_class_names_the_folders_it_found(tmp_path):
         Image.new("RGB", (8, 8), (40 * index, 0, 0)).save(tmp_path / "cat" / f"{index}.png")
     with pytest.raises(ValueError, match=r"found 1 class sub-folder\(s\) \['cat'\]; a classifier needs at least two"):
         load_external(str(tmp_path))
+
+
+# --- what must still be accepted -------------------------------------------------------------------------------
+
+
+class Float8Linear(torch.nn.Module):
+    """A quantized linear as FP8 quantizers build one: float8 weights, dequantized in forward."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = torch.nn.Parameter(linear.weight.detach().to(torch.float8_e4m3fn), requires_grad=False)
+        self.bias = linear.bias
+
+    def forward(self, hidden_states):
+        return torch.nn.functional.linear(hidden_states, self.weight.to(hidden_states.dtype), self.bias)
+
+
+def test_float8_weights_are_not_the_dtype_inputs_must_have(caplog):
+    attention = h.MultiHeadAttention(16, 2).to(torch.bfloat16)
+    attention.q_proj = Float8Linear(attention.q_proj)  # the first parameter is now a float8 one
+    dequantized = h.MultiHeadAttention(16, 2).to(torch.bfloat16)
+    dequantized.load_state_dict({**attention.state_dict(), "q_proj.weight": attention.q_proj.weight.to(torch.bfloat16)})
+    states = torch.randn(2, 5, 16, dtype=torch.bfloat16)
+    torch.testing.assert_close(attention(states)[0], dequantized(states)[0])
+    assert h.pretrained.parameter_dtype(attention, torch.float32) == torch.bfloat16
+
+    attention.q_proj.weight.data[0, 0] = float("nan")
+    with caplog.at_level("WARNING"):
+        h.pretrained.warn_about_non_finite_weights(attention, "a-folder")
+    assert "q_proj.weight" in caplog.text
+
+
+def test_sizes_may_be_any_integer_type_but_not_a_bool():
+    import numpy as np
+
+    assert h.MultiHeadAttention(np.int64(16), np.int32(2)).num_heads == 2
+    assert h.AdditiveAttention(16, 16, np.int64(8)).query_proj.out_features == 8
+    with pytest.raises(TypeError, match="`num_heads` must be a positive integer, got True"):
+        h.MultiHeadAttention(16, True)

@@ -245,3 +245,12 @@ def test_models_loaded_as_remote_code_pool_as_the_package_does(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     differences = dict(line.split() for line in result.stdout.splitlines())
     assert len(differences) == 3 and all(float(value) <= 1e-6 for value in differences.values()), differences
+
+
+def test_one_dimensional_position_ids_broadcast_over_the_batch_as_in_transformers_clip():
+    model = CLIPResidualTextModel(CLIPResidualTextConfig.tiny()).eval()
+    input_ids = torch.randint(3, model.config.vocab_size, (2, 5))
+    with torch.no_grad():
+        expected = model(input_ids=input_ids).last_hidden_state
+        given = model(input_ids=input_ids, position_ids=torch.arange(5)).last_hidden_state
+    torch.testing.assert_close(given, expected)

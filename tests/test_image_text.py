@@ -459,10 +459,11 @@ def test_relation_canvases_put_each_garment_in_the_cell_its_caption_names():
         distinct_caption_batch(captions, 181, 0.5, generator)
 
 
-def test_a_frozen_text_tower_answers_from_its_cache_exactly_what_it_computes():
+@pytest.mark.parametrize("tower", ["bert", "clip_text"])
+def test_a_frozen_text_tower_answers_from_its_cache_exactly_what_it_computes(tower):
     from hf_attention.apps.training_image_text import freeze_text_tower
 
-    model = tiny_model(text_config=BertConfig(**TINY_BERT).to_dict())
+    model = tiny_model(text_config=BertConfig(**TINY_BERT).to_dict()) if tower == "bert" else tiny_model()
     inputs = batch(model)
     with torch.no_grad():
         expected = model(**inputs)
@@ -473,4 +474,5 @@ def test_a_frozen_text_tower_answers_from_its_cache_exactly_what_it_computes():
                           "attention_mask": inputs["attention_mask"][[2, 0, 1]]})  # fmt: skip
         asking_for_states = model(**inputs, output_hidden_states=True)  # runs the tower: the cache has no states
     torch.testing.assert_close(cached.text_embeds, expected.text_embeds[[2, 0, 1]])
-    assert len(asking_for_states.text_model_output.hidden_states) == TINY_BERT["num_hidden_layers"] + 1
+    layers = TINY_BERT["num_hidden_layers"] if tower == "bert" else model.config.text_config.num_hidden_layers
+    assert len(asking_for_states.text_model_output.hidden_states) == layers + 1

@@ -361,7 +361,8 @@ def freeze_text_tower(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     tower = model.vision_text_model.text_model
     tower.requires_grad_(False)
     with torch.no_grad():
-        states = tower.eval()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        answer = tower.eval()(input_ids=input_ids, attention_mask=attention_mask)
+    states, pooled = answer.last_hidden_state, getattr(answer, "pooler_output", None)
 
     def keys(ids: torch.Tensor, mask: torch.Tensor) -> list[tuple]:
         return [(*row, *row_mask) for row, row_mask in zip(ids.tolist(), mask.tolist(), strict=True)]
@@ -374,7 +375,9 @@ def freeze_text_tower(model, input_ids: torch.Tensor, attention_mask: torch.Tens
         positions = [rows.get(key) for key in keys(input_ids, attention_mask)] if cached else [None]
         if None in positions:
             return run_tower(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
-        return BaseModelOutputWithPooling(last_hidden_state=states[positions])
+        return BaseModelOutputWithPooling(
+            last_hidden_state=states[positions], pooler_output=None if pooled is None else pooled[positions]
+        )
 
     tower.forward = forward
 
