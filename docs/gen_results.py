@@ -84,8 +84,10 @@ def number(value: float) -> str:
 
 
 def escape(text: str) -> str:
-    """Text from a file as Markdown text, not HTML: `<script ...>` in a command must not become a tag."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text from a file as Markdown text, not HTML or links: `<script ...>` in a command must not become a tag, nor
+    `[--seed 1]` a cross-reference."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("[", "\\[").replace("]", "\\]")
 
 
 def cell(value, limit: int | None = 160) -> str:

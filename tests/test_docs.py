@@ -101,7 +101,8 @@ def test_an_unknown_schema_with_seeds_and_a_criterion_renders(tmp_path):
                 "claim": "attention finds the digit",
                 "criterion": "learned beats random by 5 points on every seed",
                 "criterion_met": False,
-                "setup": {"epochs": 3, "machine": "x86_64"},
+                "setup": {"epochs": 3, "machine": "x86_64", "command": "train <script> [--seed 1]"},
+                "findings": ["learned glimpses land on the digit"],
                 "variants": {
                     "learned": {"seeds": [{"seed": 0, "accuracy": 0.9}, {"seed": 1, "accuracy": 0.8}]},
                     "random": {"seeds": [{"seed": 0, "accuracy": 0.5}, {"seed": 1, "accuracy": 0.7}]},
@@ -114,6 +115,8 @@ def test_an_unknown_schema_with_seeds_and_a_criterion_renders(tmp_path):
     assert '!!! failure "Criterion not met"' in page
     assert "| learned | 0 / 1 | 0.85 (0.9 / 0.8) |" in page
     assert "1 superseded measurements stay in the file" in page
+    assert "- learned glimpses land on the digit" in page
+    assert "train &lt;script&gt; \\[--seed 1\\]" in page  # neither a tag nor a cross-reference
     assert gen_results.results_page(tmp_path / "missing").startswith("# Results")  # no files: still a page
 
 
