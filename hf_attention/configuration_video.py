@@ -56,12 +56,12 @@ class VideoTransformerConfig(HFAttentionConfig):
         position_embedding_std (`float` or `None`, defaults to `None`):
             Standard deviation of the spatial position embeddings at initialisation; `None` keeps X-CLIP's
             (`initializer_range * initializer_factor`). Trained from scratch, a frame's class token can only say
-            where things are once the positions stand out from the patch contents (README, "Does cross-frame
-            attention do its job?": on the moving-glyph clips 0.5 lets CFA + MIT learn the sign of the motion,
-            X-CLIP's 0.02 only its axis).
+            where things are once the positions stand out from the patch contents (measured by
+            `benchmarks/video_probes.py`: on the moving-glyph clips 0.5 lets CFA + MIT learn the sign of the
+            motion, X-CLIP's 0.02 only its axis).
         temporal_modeling (`str`, defaults to `"cross_frame"`):
             `"cross_frame"` gives every layer its message tokens and cross-frame attention; `"none"` is the same
-            encoder without them, every frame encoded on its own (the ablation of section 7 of the README).
+            encoder without them, every frame encoded on its own (the ablation of the video page of the documentation).
         projection_dim (`int` or `None`, defaults to 512):
             Width of the frame and video embeddings: the class tokens are projected to it (no bias). `None` keeps
             them `hidden_size` wide with no projection (what a converted `XCLIPVisionModel` has).

@@ -24,11 +24,12 @@ from .sharing import push_folder, report
 # epochs on one thread (2 threads on matmuls this small only add synchronisation): 27-30 s of wall time on the Xeon,
 # 69-75 s on the AVX2 EPYC. The augmentation replaced dropout, whose masks cost a quarter of the forward pass;
 # whole-pixel shifts cost 10 points.
-# 50 epochs met 0.97 on seeds 0-2 on one CPU but not on another (0.958 and 0.967 on seeds 1, 2), 60 on both (README).
+# 50 epochs met 0.97 on seeds 0-2 on one CPU but not on another (0.958 and 0.967 on seeds 1, 2), 60 on both
+# (vit_digits.json).
 # fashion-mnist: 7x7 patches (16 tokens) let a 128-wide encoder run faster than a 64-wide one on 4x4 patches (49
 # tokens) and learn more per epoch (0.855 against 0.839 after 4 epochs); batch 64 for 22 epochs with flips: 0.901 on
 # each of seeds 0-2 in 13-15 minutes on a Xeon with AVX-512 (~29 projected on the slower AVX2 machine, where the 25
-# epochs of batch 64 took 33); batch 128 for 25 epochs reached 0.901 / 0.898 / 0.897 (README).
+# epochs of batch 64 took 33); batch 128 for 25 epochs reached 0.901 / 0.898 / 0.897 (vit_fashion_mnist.json).
 _WIDE = {"hidden_size": 128, "mlp_size": 256, "num_layers": 4, "dropout": 0.1, "drop_path_rate": 0.1}
 DATASET_DEFAULTS = {
     "digits": {

@@ -46,7 +46,7 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
         "--position-embedding-std",
         type=float,
         default=0.5,
-        help="init std of the spatial position embeddings (X-CLIP's is 0.02; README, video ablation)",
+        help="init std of the spatial position embeddings (X-CLIP's is 0.02; see the video page of the docs)",
     )
     parser.add_argument("--temporal-modeling", choices=TEMPORAL_MODELING_TYPES, default="cross_frame")
     parser.add_argument("--video-pooling", choices=VIDEO_POOLING_TYPES, default="mit", help="MIT or plain mean")
