@@ -330,12 +330,8 @@ def check_local_folder(name_or_path) -> None:
     path = os.fspath(name_or_path)
     if os.path.isdir(path) or os.path.isfile(path):
         return
-    if not isinstance(name_or_path, os.PathLike):
-        try:
-            validate_repo_id(path)
-            return  # a Hub repo id: transformers reports what the Hub or the cache says
-        except HFValidationError:
-            pass
+    if not isinstance(name_or_path, os.PathLike) and is_repo_id(path):
+        return  # transformers reports what the Hub or the cache says
     raise FileNotFoundError(
         f"No such folder: {path!r} ({os.path.abspath(path)} does not exist). from_pretrained takes "
         "a folder written by save_pretrained, or a Hub repo id such as 'namespace/name'."
@@ -345,6 +341,15 @@ def check_local_folder(name_or_path) -> None:
 def widened(tensor: torch.Tensor) -> torch.Tensor:
     """float8 tensors in float16 (torch has no isnan/isfinite kernels for them); others as they are."""
     return tensor if is_compute_float(tensor) else tensor.to(torch.float16)
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether `name` has the form of a Hub repo id ('name' or 'namespace/name')."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def warn_about_non_finite_weights(model: nn.Module, name_or_path, shown: int = 5) -> None:
