@@ -6,6 +6,7 @@ models load with `AutoModel*.from_pretrained` and no `trust_remote_code`.
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForSeq2SeqLM,
@@ -39,6 +40,7 @@ from .conversion import from_transformers, register_legacy_checkpoint_formats
 from .cpu_optimization import optimize_for_cpu
 from .feature_attention import create_feature_attention
 from .feature_map_pretrained import FeatureAttentionPreTrainedModel
+from .image_processing_grey import GreyImageProcessor
 from .masks import AttentionMask, build_attention_mask
 from .modeling_additive import AdditiveAttention, AdditiveAttentionModel, AdditiveAttentionPreTrainedModel
 from .modeling_attention_cnn import AttentionCNNForImageClassification, AttentionCNNModel, AttentionCNNPreTrainedModel
@@ -172,6 +174,10 @@ def _register() -> None:
             auto_class.register(config_class, head, exist_ok=True)
     register_legacy_checkpoint_formats(config_class.model_type for config_class, _, _ in REGISTRY)
     register_video_processor((VideoTransformerConfig, VideoTextTransformerConfig))
+    # a folder names its processor class; registering makes the name resolvable without trust_remote_code
+    AutoImageProcessor.register(
+        RecurrentAttentionConfig, image_processor_classes={"pil": GreyImageProcessor}, exist_ok=True
+    )
 
 
 _register()
@@ -187,6 +193,7 @@ __all__ = [
     "VideoTransformerForVideoClassification",
     "VideoTransformerModel",
     "VideoTransformerVideoProcessor",
+    "GreyImageProcessor",
     "VideoTransformerPreTrainedModel",
     "CLIPResidualAttentionBlock",
     "CLIPResidualTransformerConfig",

@@ -238,7 +238,7 @@ def check_keywords(owner, kwargs: dict, accepted: Iterable[str]) -> None:
 
 
 def name_near_misses(unknown: Iterable[str], known: list[str]) -> str:
-    """"`attention_maks` (did you mean `attention_mask`?), `foo`": each unknown name with its nearest known one."""
+    """Each unknown name with its nearest known one: "`attention_maks` (did you mean `attention_mask`?), `foo`"."""
     reasons = []
     for name in unknown:
         close = get_close_matches(name, known, n=1)

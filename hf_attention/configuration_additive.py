@@ -54,6 +54,7 @@ class AdditiveAttentionConfig(HFAttentionConfig):
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason (the sizes are
         checked by the base class)."""
+        super().validate_architecture()
         check_probability("attention_dropout", self.attention_dropout)
 
 

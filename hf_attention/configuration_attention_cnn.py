@@ -85,6 +85,7 @@ class AttentionCNNConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         if not self.hidden_sizes or len(self.hidden_sizes) != len(self.depths):
             raise ValueError(
                 "hidden_sizes and depths need one entry per stage, "

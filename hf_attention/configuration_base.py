@@ -93,12 +93,16 @@ class HFAttentionConfig(PreTrainedConfig):
             f"(`config.{next(iter(near_misses))} = ...`). Fields: {', '.join(sorted(fields))}."
         )
 
-    def validate_all_common_fields(self):
-        """Part of `@strict` validation: the fields many configs share, when this config has them, and every size.
+    def validate_architecture(self):
+        """Part of `@strict` validation: the common fields, then transformers' own checks.
 
-        Named to sort before `validate_architecture`: `@strict` runs the validators in alphabetical order, and a
-        family's own checks compute with these values (`hidden_size % num_heads`), so a zero or a NaN must be
-        refused here first, by name."""
+        A family's `validate_architecture` calls this first: its own checks compute with these values
+        (`hidden_size % num_heads`), so a zero or a NaN must be refused here first, by name."""
+        self.check_common_fields()
+        super().validate_architecture()
+
+    def check_common_fields(self) -> None:
+        """The fields many configs share, when this config has them, and every size."""
         for field in dataclasses.fields(self):
             value = getattr(self, field.name, None)
             if isinstance(value, float) and not math.isfinite(value):

@@ -63,6 +63,7 @@ class CLIPResidualTransformerConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         check_probability("attention_dropout", self.attention_dropout)
         for name in ("num_hidden_layers", "intermediate_size"):

@@ -30,6 +30,7 @@ class CompressAIAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, **overrides})
 
     def validate_architecture(self):
+        super().validate_architecture()
         if self.num_channels < 2:
             raise ValueError(
                 f"`num_channels` must be at least 2 (the residual units use N // 2), got {self.num_channels}."

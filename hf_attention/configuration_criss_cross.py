@@ -37,6 +37,7 @@ class CrissCrossAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, "reduction": 2, **overrides})
 
     def validate_architecture(self):
+        super().validate_architecture()
         if self.reduction > self.num_channels:
             raise ValueError(
                 f"`reduction` ({self.reduction}) is larger than the {self.num_channels} channels it divides; use at "

@@ -88,6 +88,7 @@ class DETRTransformerConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             check_probability(name, getattr(self, name))

@@ -42,6 +42,7 @@ class DualAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, "reduction": 2, **overrides})
 
     def validate_architecture(self):
+        super().validate_architecture()
         inner = dual_attention_inner_channels(self.num_channels, self.inner_channels)
         if self.reduction > inner:
             raise ValueError(

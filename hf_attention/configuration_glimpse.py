@@ -114,6 +114,7 @@ class RecurrentAttentionConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         for name in (
             "num_channels", "patch_size", "num_scales", "num_glimpses", "glimpse_hidden_size",
             "location_hidden_size", "glimpse_embedding_size", "hidden_size", "num_monte_carlo_rollouts",

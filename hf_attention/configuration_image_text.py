@@ -124,6 +124,7 @@ class VisionTextCrossAttentionConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: a tower or fusion the model could not build fails here, with the reason."""
+        super().validate_architecture()
         check_choice("fusion_direction", self.fusion_direction, FUSION_DIRECTIONS)
         for name in ("projection_dim", "num_fusion_layers", "num_fusion_heads", "fusion_intermediate_size"):
             check_positive(name, getattr(self, name))
@@ -132,6 +133,11 @@ class VisionTextCrossAttentionConfig(HFAttentionConfig):
         check_probability("attention_probs_dropout_prob", self.attention_probs_dropout_prob)
         if self.itm_loss_weight < 0:
             raise ValueError(f"`itm_loss_weight` must be >= 0, got {self.itm_loss_weight}.")
+        if self.logit_scale_init_value > self.max_logit_scale:  # else clamped from the first step, unseen
+            raise ValueError(
+                f"`logit_scale_init_value` ({self.logit_scale_init_value:g}) must not exceed `max_logit_scale` "
+                f"({self.max_logit_scale:g}), the clamp of the log inverse temperature."
+            )
         # by model_type, never isinstance: under trust_remote_code the config classes may come from two copies of a file
         if getattr(self.vision_config, "model_type", None) != VisionTransformerConfig.model_type:
             raise TypeError(

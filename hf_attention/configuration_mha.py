@@ -57,6 +57,7 @@ class MultiHeadAttentionConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         check_probability("attention_dropout", self.attention_dropout)
 

@@ -39,6 +39,7 @@ class NadarayaWatsonConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         if not self.initial_bandwidth > 0:
             raise ValueError(f"`initial_bandwidth` must be positive, got {self.initial_bandwidth}.")
 

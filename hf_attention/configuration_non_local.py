@@ -47,6 +47,7 @@ class NonLocalConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, **overrides})
 
     def validate_architecture(self):
+        super().validate_architecture()
         check_choice("pairwise_function", self.pairwise_function, NON_LOCAL_PAIRWISE_FUNCTIONS)
 
 

@@ -44,6 +44,7 @@ class ResidualAttentionConfig(HFAttentionConfig):
         return cls(**{"num_channels": 8, **overrides})
 
     def validate_architecture(self):
+        super().validate_architecture()
         # the base checks every size and count; the trunk and the mask branch need at least one unit each
         for name in ("num_trunk_units", "num_mask_units"):
             check_positive(name, getattr(self, name))

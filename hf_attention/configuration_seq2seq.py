@@ -82,6 +82,7 @@ class RecurrentSeq2SeqConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_positive("num_layers", self.num_layers)  # the base allows 0 layers; a GRU needs one
         for name in ("dropout", "attention_dropout"):
             check_probability(name, getattr(self, name))

@@ -50,6 +50,7 @@ class SqueezeExcitationConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_choice("block_type", self.block_type, SQUEEZE_EXCITATION_BLOCK_TYPES)
         out_channels = self.out_channels or self.num_channels
         if self.block_type == "layer" and (out_channels != self.num_channels or self.stride != 1):

@@ -126,6 +126,7 @@ class VideoTransformerConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         if self.video_pooling == "mit":
             check_attention_shape(self.embed_dim, self.mit_num_attention_heads)
@@ -246,6 +247,7 @@ class VideoTextTransformerConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         if self.video_config.projection_dim is None:
             raise ValueError(
                 "The video-text model needs `video_config.projection_dim` set: it is the width video and text "

@@ -112,6 +112,7 @@ class VisionTransformerConfig(HFAttentionConfig):
 
     def validate_architecture(self):
         """Part of `@strict` validation: impossible settings fail at construction, with the reason."""
+        super().validate_architecture()
         check_attention_shape(self.hidden_size, self.num_attention_heads)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             check_probability(name, getattr(self, name))

@@ -327,16 +327,8 @@ def convert_clip_encoder(encoder: torch.nn.Module) -> CLIPResidualTransformerMod
 def convert_clip_encoder_layer(layer: torch.nn.Module) -> CLIPResidualAttentionBlock:
     """transformers' `CLIPEncoderLayer`."""
     config = _clip_config(layer.self_attn.config)
-    block = CLIPResidualAttentionBlock(
-        config.hidden_size,
-        config.num_attention_heads,
-        config.intermediate_size,
-        hidden_act=config.hidden_act,
-        layer_norm_eps=config.layer_norm_eps,
-        attention_dropout=config.attention_dropout,
-        is_causal=config.is_causal,
-        attn_implementation=layer.self_attn.config._attn_implementation or "sdpa",
-    )
+    config._attn_implementation = layer.self_attn.config._attn_implementation or "sdpa"
+    block = CLIPResidualAttentionBlock.from_config(config)
     return _load_into(block, layer.state_dict(), next(layer.parameters()).dtype)
 
 

@@ -307,10 +307,26 @@ def _full_state_dict(model: nn.Module) -> dict:
 
 
 def _move_into(staging: Path, target: Path) -> None:
-    """Move every file of `staging` into `target` (renames on one file system), then drop stale weight shards."""
-    written = {path.name for path in staging.iterdir()}
-    for name in written:
-        os.replace(staging / name, target / name)
+    """Move every file of `staging` into `target` (renames on one file system), then drop stale weight shards.
+
+    The files it replaces are first moved aside into `staging`, so a rename that fails half-way puts them back:
+    the folder never keeps a mix of the old checkpoint and the new one."""
+    written = sorted(path.name for path in staging.iterdir())
+    replaced = staging / ".replaced"
+    replaced.mkdir()
+    moved_in = []
+    try:
+        for name in written:
+            if (target / name).exists():
+                os.replace(target / name, replaced / name)
+            os.replace(staging / name, target / name)
+            moved_in.append(name)
+    except BaseException:
+        for name in moved_in:
+            os.replace(target / name, staging / name)
+        for path in replaced.iterdir():
+            os.replace(path, target / path.name)
+        raise
     for path in target.iterdir():
         if path.is_file() and path.name.startswith(WEIGHT_PREFIXES) and path.name not in written:
             path.unlink()

@@ -188,6 +188,11 @@ def test_initializer_range_zero_is_refused_rather_than_dividing_by_zero():
         h.VisionTransformerConfig.tiny(initializer_range=0.0)
 
 
+def test_an_initial_temperature_beyond_its_clamp_is_refused():
+    with pytest.raises(StrictDataclassClassValidationError, match=r"`logit_scale_init_value` \(2\) must not exceed"):
+        h.VisionTextCrossAttentionConfig.tiny(logit_scale_init_value=2.0, max_logit_scale=1.0)
+
+
 # --- position ids -----------------------------------------------------------------------------------------------
 
 WITH_POSITIONS = [

@@ -28,6 +28,7 @@ from hf_attention.apps.data_glimpse import (
     place_on_canvas,
     prepare_glimpse_dataset,
 )
+from hf_attention.apps.show import load_image
 from hf_attention.apps.training import collate, make_image_processor
 from hf_attention.apps.training_glimpse import RewardLoggingTrainer
 from hf_attention.apps.visualize_glimpse import draw_glimpse_paths
@@ -398,5 +399,36 @@ def test_cluttered_mnist_split_and_one_training_step(tmp_path, capsys):
     model = RecurrentAttentionForImageClassification.from_pretrained(output_dir)
     assert model.config.num_channels == 1 and model.config.location_policy_hidden_units == 8
     assert Image.open(output_dir / "glimpse_paths.png").width > 4 * 60
+    shown = load_image("cluttered-mnist:1")  # `hf-attention show`'s built-in: the experiment's own test canvas
+    assert np.array_equal(np.asarray(shown), (dataset["test"][1]["pixel_values"][0] * 255).round().byte().numpy())
+    assert main(["show", str(output_dir), "cluttered-mnist:1", "--output", str(tmp_path / "paths.png")]) == 0
+    assert Image.open(tmp_path / "paths.png").width > 60
+    classifier = pipeline("image-classification", model=str(output_dir))  # it opens every image as RGB
+    assert type(classifier.image_processor).__name__ == "GreyImageProcessor"
+    probabilities = model(pixel_values=dataset["test"][1:2]["pixel_values"]).logits.softmax(-1)[0]
+    best = classifier(shown, top_k=1)[0]
+    assert best["label"] == str(int(probabilities.argmax())) and math.isclose(
+        best["score"], probabilities.max(), rel_tol=1e-5
+    )
     assert main([*argv[:-4], "--full-image-mlp", "--output-dir", str(tmp_path / "mlp"), "--num-pictures", "0"]) == 0
     assert "parameters        58,058" in capsys.readouterr().out  # 3600 -> 16 -> 16 -> 10
+
+
+def test_grey_processor_is_vits_on_pils_luminance():
+    """An RGB image (what pipelines pass) gives exactly ViT's processing of PIL's "L" conversion of it."""
+    from transformers import ViTImageProcessorPil
+
+    from hf_attention import GreyImageProcessor
+
+    rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 70, 3), dtype=np.uint8))
+    settings = dict(size={"height": 60, "width": 60}, image_mean=[0.5], image_std=[0.5])
+    grey = GreyImageProcessor(**settings)(rgb, return_tensors="pt")["pixel_values"]
+    assert grey.shape == (1, 1, 60, 60)
+    torch.testing.assert_close(
+        grey, ViTImageProcessorPil(**settings)(rgb.convert("L"), return_tensors="pt")["pixel_values"], atol=0, rtol=0
+    )
+    torch.testing.assert_close(
+        GreyImageProcessor(**settings)(rgb.convert("L"), return_tensors="pt")["pixel_values"], grey, atol=0, rtol=0
+    )
+    with pytest.raises(ValueError, match="do_convert_rgb=True contradicts it"):
+        GreyImageProcessor(**settings)(rgb, do_convert_rgb=True)

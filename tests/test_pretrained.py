@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -45,6 +46,25 @@ def test_a_save_that_fails_half_way_leaves_the_previous_checkpoint_loadable_and_
     loaded = VisionTransformerForImageClassification.from_pretrained(tmp_path)
     for name, tensor in tiny(0).state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, atol=0, rtol=0)
+
+
+def test_a_move_into_place_that_fails_half_way_puts_the_previous_files_back(tmp_path, monkeypatch):
+    tiny(0).save_pretrained(tmp_path)
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    real_replace, failed = os.replace, []
+
+    def fails_once_after_the_weights(source, destination):  # names move in sorted order: config, weights, this
+        if Path(destination) == tmp_path / "modeling_vit.py" and not failed:
+            failed.append(destination)
+            raise PermissionError(13, "Permission denied", str(destination))
+        return real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", fails_once_after_the_weights)
+    with pytest.raises(PermissionError):
+        tiny(1).save_pretrained(tmp_path)
+    monkeypatch.undo()
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    assert not [path for path in tmp_path.parent.iterdir() if ".saving-" in path.name]
 
 
 def test_saving_over_a_file_raises_and_a_new_save_replaces_stale_shards(tmp_path):

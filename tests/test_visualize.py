@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 from torch.nn import functional as F
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
 from hf_attention import (
     AttentionCNNConfig,
@@ -27,6 +28,7 @@ from hf_attention.apps.cli import main
 from hf_attention.apps.drawing import affine_source_points, overlay_attention
 from hf_attention.apps.show import show
 from hf_attention.apps.training import make_image_processor
+from hf_attention.apps.visualize import draw_attention
 
 pytest.importorskip("matplotlib")
 
@@ -207,6 +209,22 @@ def test_recorded_se_gates_are_what_multiplies_the_channels():
     assert [record.kind for record in records] == ["squeeze_excitation"] * 2 and records[1].value.shape == (2, 16)
     torch.testing.assert_close(seen["output"], seen["input"] * records[1].value[:, :, None, None])
     assert not block.fc2._forward_hooks  # hooks removed on exit
+
+
+def test_a_model_loaded_with_remote_code_is_recorded_and_drawn(tmp_path, digit_png):
+    """trust_remote_code gives the folder's copies of our classes: blocks and models are found by name, not class."""
+    folder = save_with_processor(tiny_cnn("squeeze_excitation"), tmp_path / "se", 8)
+    remote_class = get_class_from_dynamic_module(
+        "modeling_attention_cnn.AttentionCNNForImageClassification", folder, trust_remote_code=True
+    )
+    remote = remote_class.from_pretrained(folder)
+    assert type(remote) is not AttentionCNNForImageClassification  # the folder's class, not the package's
+    with torch.no_grad(), record_feature_attention(remote) as records:
+        remote(pixel_values=torch.randn(1, 3, 8, 8))
+    assert [record.kind for record in records] == ["squeeze_excitation"] * 2
+    image = Image.open(digit_png).convert("RGB").resize((8, 8))
+    picture = draw_attention(remote, make_image_processor(8)(image, return_tensors="pt")["pixel_values"], image)
+    assert picture is not None
 
 
 def test_recorded_residual_mask_and_stn_transform_are_the_blocks_own(tmp_path):

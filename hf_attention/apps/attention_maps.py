@@ -229,16 +229,20 @@ class RecordedBlock:
     value: torch.Tensor
 
 
+def is_block(module: nn.Module, *class_names: str) -> bool:
+    """Whether `module` is (a subclass of) one of our blocks, by class name: a model loaded with trust_remote_code
+    holds the folder's copies of our classes, which `isinstance` with the package's classes would miss."""
+    return any(klass.__name__ in class_names for klass in type(module).__mro__)
+
+
 def _recording_hooks(model: nn.Module):
     """(module, kind, how to turn its output into the recorded value) for every block the hooks can read."""
-    from .. import ResidualAttentionModule, SpatialTransformer, SqueezeExcitation
-
     for name, module in model.named_modules():
-        if isinstance(module, SqueezeExcitation):  # the gate is sigmoid(fc2(...)); fc2 is the last layer before it
+        if is_block(module, "SqueezeExcitation"):  # the gate is sigmoid(fc2(...)); fc2 is the last layer before it
             yield name, module.fc2, "squeeze_excitation", torch.sigmoid
-        elif isinstance(module, ResidualAttentionModule):
+        elif is_block(module, "ResidualAttentionModule"):
             yield name, module.mask, "residual_attention", lambda output: output
-        elif isinstance(module, SpatialTransformer):
+        elif is_block(module, "SpatialTransformer"):
             yield name, module.theta, "spatial_transformer", lambda output: output.view(-1, 2, 3)
 
 
@@ -264,11 +268,9 @@ def record_feature_attention(model: nn.Module):
 def block_grids(model: nn.Module, run) -> tuple[object, list[tuple[str, tuple[int, int]]]]:
     """Call `run()` and return its result with (module name, (height, width) of the feature map it attended over)
     for every non-local, DANet position and criss-cross block, in the order they ran."""
-    from .. import CrissCrossAttention, NonLocalBlock, PositionAttention
-
     grids, handles = [], []
     for name, module in model.named_modules():
-        if isinstance(module, (NonLocalBlock, PositionAttention, CrissCrossAttention)):
+        if is_block(module, "NonLocalBlock", "PositionAttention", "CrissCrossAttention"):
 
             def hook(_module, inputs, name=name):
                 grids.append((name, tuple(inputs[0].shape[-2:])))

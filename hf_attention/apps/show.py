@@ -3,7 +3,8 @@ attends (`hf_attention.visualize`), write the PNG.
 
 MODEL is a folder written by `save_pretrained` / `hf-attention train`, or a Hub id. INPUT is an image or video file,
 or a test item of the built-in data: `digits:INDEX`, `fashion-mnist:INDEX`, `translated-fashion-mnist:INDEX` (the
-image at a random place, seeded by INDEX, on the glimpse model's 60x60 canvas), `openmoji:INDEX` (an emoji; its name
+image at a random place, seeded by INDEX, on the glimpse model's 60x60 canvas), `cluttered-mnist:INDEX` (test canvas
+INDEX of the cluttered-MNIST glimpse experiment), `openmoji:INDEX` (an emoji; its name
 is the caption unless --text gives one) or `moving-digits:INDEX` (a clip of the video model's data).
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-BUILT_IN = re.compile(r"^(digits|fashion-mnist|translated-fashion-mnist|openmoji|moving-digits):(\d+)$")
+BUILT_IN = re.compile(r"^(digits|fashion-mnist|translated-fashion-mnist|cluttered-mnist|openmoji|moving-digits):(\d+)$")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -99,6 +100,11 @@ def load_built_in(spec: str):
         image = _fashion_mnist_test_image(spec, index)
         offset = random_offsets(1, image.width, CANVAS_SIZE, np.random.default_rng(index))[0]
         return place_on_canvas(image, CANVAS_SIZE, *(int(value) for value in offset))
+    if name == "cluttered-mnist":  # the glimpse experiment's fixed test canvases, one grey channel in [0, 1]
+        from .data_glimpse import load_cluttered_mnist
+
+        canvas = np.asarray(_pick(load_cluttered_mnist()[0]["test"]["pixel_values"], spec, name, index))[0]
+        return Image.fromarray((canvas * 255).round().astype(np.uint8))  # 2-D uint8: mode "L"
     if name == "openmoji":
         from .data_image_text import load_openmoji
 
@@ -111,7 +117,7 @@ def load_built_in(spec: str):
 
 def load_image(spec: str) -> Image.Image:
     """An image file, or a built-in test image: `digits:INDEX`, `fashion-mnist:INDEX`,
-    `translated-fashion-mnist:INDEX` or `openmoji:INDEX`."""
+    `translated-fashion-mnist:INDEX`, `cluttered-mnist:INDEX` or `openmoji:INDEX`."""
     built_in = load_built_in(spec)
     if isinstance(built_in, tuple):
         return built_in[0]
@@ -123,7 +129,7 @@ def load_image(spec: str) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(
             f"Input {spec} is not a file, nor a built-in input such as digits:0, fashion-mnist:0, "
-            "translated-fashion-mnist:0, openmoji:0 or moving-digits:0."
+            "translated-fashion-mnist:0, cluttered-mnist:0, openmoji:0 or moving-digits:0."
         )
     try:
         with Image.open(path) as image:

@@ -236,13 +236,13 @@ def prepare_glimpse_data(args: argparse.Namespace, dataset=None):
     from .training import collate, make_image_processor
 
     if args.dataset == CLUTTERED_MNIST:
-        from transformers import ViTImageProcessorPil
+        from ..image_processing_grey import GreyImageProcessor
 
         dataset, digits = dataset if dataset is not None else load_cluttered_mnist(args.test_size)
         if args.train_size is not None:
             dataset["train"] = dataset["train"].shuffle(seed=args.seed).select(range(args.train_size))
-        # what a saved model is given: one grey channel, rescaled to [0, 1] and not normalised
-        processor = ViTImageProcessorPil(size={"height": 60, "width": 60}, do_normalize=False)
+        # what a saved model is given: one grey channel (also from the RGB images pipelines pass), in [0, 1]
+        processor = GreyImageProcessor(size={"height": 60, "width": 60}, do_normalize=False)
         collator = ClutteredCanvasCollator(digits, args.seed)
         prepared = dataset
     else:

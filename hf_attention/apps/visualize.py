@@ -21,6 +21,7 @@ from .attention_maps import (
     criss_cross_maps,
     feature_cell,
     image_text_word_maps,
+    is_block,
     query_attention_map,
     record_feature_attention,
     video_attention_maps,
@@ -105,9 +106,7 @@ def _criss_cross_block_maps(model, pixel_values: torch.Tensor, query_pixel: tupl
     with torch.no_grad():
         outputs, grids = block_grids(model, lambda: model(pixel_values=pixel_values, output_attentions=True))
     attentions = list(getattr(outputs, "attentions", None) or ())
-    from .. import CrissCrossAttention
-
-    blocks = [module for module in model.modules() if isinstance(module, CrissCrossAttention)]
+    blocks = [module for module in model.modules() if is_block(module, "CrissCrossAttention")]
     expected = sum(block.recurrence for block in blocks)
     if len(attentions) != expected:
         raise ValueError(
@@ -240,22 +239,15 @@ def draw_attention(
     `query_pixel` (row, column of the model's input) is the query of the non-local, DANet and criss-cross maps;
     default the centre. Raises `ValueError` for a model this module cannot draw.
     """
-    from .. import (
-        AttentionCNNPreTrainedModel,
-        RecurrentAttentionPreTrainedModel,
-        VideoTextTransformerModel,
-        VideoTransformerPreTrainedModel,
-        VisionTextCrossAttentionPreTrainedModel,
-        VisionTransformerPreTrainedModel,
-    )
-
+    # by model_type, never isinstance: a model loaded with trust_remote_code has the folder's copy of our classes
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     model.eval()
-    if isinstance(model, VisionTextCrossAttentionPreTrainedModel):
+    if model_type == "hf_attention_vision_text_cross_attention":
         raise ValueError(
             f"A {type(model).__name__} is drawn per word of a caption: call draw_image_text with the tokenized caption "
             "(`hf-attention show MODEL IMAGE --text CAPTION`)."
         )
-    if isinstance(model, (VideoTransformerPreTrainedModel, VideoTextTransformerModel)):
+    if model_type in ("hf_attention_video", "hf_attention_video_text"):
         frames = image if isinstance(image, (list, tuple)) else None
         if pixel_values.dim() != 5 or frames is None or len(frames) != pixel_values.shape[1]:
             raise ValueError(
@@ -265,11 +257,11 @@ def draw_attention(
         return draw_video(model, pixel_values, frames, panel_size, dpi)
     size = (pixel_values.shape[-1], pixel_values.shape[-2])
     image = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)  # what the model saw
-    if isinstance(model, RecurrentAttentionPreTrainedModel):
+    if model_type == "hf_attention_recurrent_attention":
         return draw_glimpse(model, pixel_values, image)
-    if isinstance(model, VisionTransformerPreTrainedModel):
+    if model_type == "hf_attention_vit":
         return draw_vit(model, pixel_values, image, panel_size, dpi)
-    if isinstance(model, AttentionCNNPreTrainedModel):
+    if model_type == "hf_attention_attention_cnn":
         return draw_attention_cnn(model, pixel_values, image, query_pixel, panel_size, dpi)
     raise ValueError(
         f"Cannot draw the attention of a {type(model).__name__}: it takes no image. Drawable: {'; '.join(DRAWABLE)}. "
