@@ -5,6 +5,7 @@ part of the model, which `hf-attention train video` cannot).
     python benchmarks/video_probes.py encoder             # the whole classifier, spatial positions at std 0.5 (~4 min)
     python benchmarks/video_probes.py encoder --position-embedding-std 0.02   # X-CLIP's init
     python benchmarks/video_probes.py encoder --speeds 3 4                     # faster motion
+    python benchmarks/video_probes.py init                # how much a frame's class token depends on the frame (~10 s)
 
 `mit`: per frame, the cos/sin of the glyph's coordinates on the 32-pixel torus, projected to 32 dims, go through
 our `MultiFrameIntegrationTransformer` and a linear head: if it learns the 8 directions, the data and the MIT are
@@ -87,9 +88,38 @@ def probe_encoder(args) -> None:
         schedule.step()
 
 
+def probe_init(args) -> None:
+    """At initialisation, on 128 held-out distractor clips: the spread of each frame's class token across clips over
+    its size (root mean square), for X-CLIP's init scaled by `initializer_factor` 1, 2 and 3. Near 0, the video
+    embedding is nearly a constant and training can only fit the label frequencies (the ln 8 plateau)."""
+    from hf_attention.apps.data_video import load_distractor_clips
+
+    pixel_values = load_distractor_clips("distractor-fashion-mnist", train_size=1, test_size=64)["test"].pixel_values
+    for temporal_modeling, mit_mlp_size in (("cross_frame", 64), ("none", 311)):
+        for factor in (1.0, 2.0, 3.0):
+            torch.manual_seed(0)
+            config = VideoTransformerConfig(
+                image_size=32, patch_size=8, num_frames=8, hidden_size=32, num_hidden_layers=3,
+                num_attention_heads=4, intermediate_size=64, temporal_modeling=temporal_modeling, projection_dim=32,
+                mit_intermediate_size=mit_mlp_size, mit_num_attention_heads=4, num_labels=8,
+                position_embedding_std=args.position_embedding_std, initializer_factor=factor,
+            )  # fmt: skip
+            with torch.no_grad():
+                outputs = VideoTransformerForVideoClassification(config).eval().video_model(pixel_values=pixel_values)
+            spread = {
+                "class token": outputs.last_hidden_state[:, :, 0],
+                "frame embedding": outputs.frame_embeds,
+                "video embedding": outputs.pooler_output,
+            }
+            ratios = "  ".join(
+                f"{name} {(x.std(0).square().mean() / x.square().mean()).sqrt():.3f}" for name, x in spread.items()
+            )
+            print(f"{temporal_modeling:11s} initializer_factor {factor}: spread over size  {ratios}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("probe", choices=("mit", "encoder"))
+    parser.add_argument("probe", choices=("mit", "encoder", "init"))
     parser.add_argument("--steps", type=int, help="default: 1,000 (mit), 3,000 (encoder)")
     parser.add_argument("--position-embedding-std", type=float, default=0.5)
     parser.add_argument("--speeds", type=int, nargs="+", default=[1, 2], help="pixels per frame (encoder probe)")
@@ -97,7 +127,7 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     args.steps = args.steps or (1000 if args.probe == "mit" else 3000)
-    (probe_mit if args.probe == "mit" else probe_encoder)(args)
+    {"mit": probe_mit, "encoder": probe_encoder, "init": probe_init}[args.probe](args)
 
 
 if __name__ == "__main__":

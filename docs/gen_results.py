@@ -528,7 +528,7 @@ HEADLINES = [
         "glimpse_cluttered_mnist", "Hard attention (RAM) on 60x60 cluttered MNIST", "error_percent", "test error %"
     ),
     _demonstration(
-        "image_text_relations", "ITM re-ranking on two-garment relation captions", "R@1", "image-to-text R@1"
+        "image_text_relations", "ITM re-ranking on three-garment relation captions", "R@1", "image-to-text R@1"
     ),
     _demonstration(
         "video_distractor", "Cross-frame attention, a glyph among its jumping twin", "accuracy", "8-way accuracy"

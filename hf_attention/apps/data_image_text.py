@@ -11,7 +11,9 @@ names the model has never seen (retrieval and zero-shot classification of unseen
 
 Relations: two garments of different classes in two cells of a 2x2 grid on a 56x56 canvas, side by side ("coat left
 of bag") or one over the other ("coat above bag"): 10 x 9 x 2 = 180 captions, each with a swapped twin ("bag left of
-coat") that holds the same words. A model that scores a bag of words cannot tell the twins apart. Canvases are drawn
+coat") that holds the same words. Or three garments in a row on a 28x84 canvas, "coat left of bag left of sandal":
+10 x 9 x 8 = 720 captions, each with five twins (the other orders of its garments). A model that scores a bag of
+words cannot tell twins apart. Canvases are drawn
 in torch, afresh for every training batch, from Fashion-MNIST's training images; the test canvases are fixed and
 drawn from its test images.
 """
@@ -20,6 +22,7 @@ import os
 import random
 import unicodedata
 from dataclasses import dataclass
+from itertools import permutations
 from pathlib import Path
 
 import numpy as np
@@ -135,44 +138,66 @@ def train_caption_tokenizer(captions: list[str], vocab_size: int = 1000, max_len
     )
 
 
-# --- relations between two garments ------------------------------------------------------------------------------
+# --- relations between garments ----------------------------------------------------------------------------------
 
 GARMENTS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
 RELATIONS = ("left of", "above")
-CELL = 28  # a Fashion-MNIST image fills one cell of the 2x2 grid
-CANVAS = 2 * CELL
+CELL = 28  # a Fashion-MNIST image fills one cell
+CANVAS = 2 * CELL  # two garments: a 2x2 grid
+# (height, width) of the canvas for 2 garments (two cells of a 2x2 grid) and 3 garments (three cells in a row)
+CANVAS_SIZES = {2: (CANVAS, CANVAS), 3: (CELL, 3 * CELL)}
 
 
 @dataclass(frozen=True)
 class RelationCaptions:
-    """Every (first garment, second garment, relation) with first != second, its caption and its swapped twin."""
+    """Every ordered choice of distinct garment classes with a relation, its caption and its twins: the captions that
+    name the same garments in every other order (the same words, so a bag of words cannot tell them apart).
 
-    first: torch.Tensor  # (captions,) garment class of the first-named garment
-    second: torch.Tensor
-    relation: torch.Tensor  # index into RELATIONS
+    Two garments: "{A} left of {B}" and "{A} above {B}" (180 captions, one twin each, the swapped caption). Three:
+    "{A} left of {B} left of {C}" (720 captions, five twins each)."""
+
+    garments: torch.Tensor  # (captions, objects) garment classes in the order the caption names them
+    relation: torch.Tensor  # (captions,) index into RELATIONS
     texts: list[str]
-    swapped: torch.Tensor  # index of "{second} {relation} {first}"
+    twins: torch.Tensor  # (captions, objects! - 1) indices of the captions of the other orders
+    image_size: tuple[int, int]  # (height, width) of the canvases these captions describe
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    @property
+    def objects(self) -> int:
+        return self.garments.shape[1]
 
-def relation_captions() -> RelationCaptions:
-    triples = [
-        (first, second, relation)
-        for relation in range(len(RELATIONS))
-        for first in range(len(GARMENTS))
-        for second in range(len(GARMENTS))
-        if first != second
-    ]
-    index = {triple: position for position, triple in enumerate(triples)}
-    first, second, relation = (torch.tensor(column) for column in zip(*triples, strict=True))
+    @property
+    def first(self) -> torch.Tensor:
+        return self.garments[:, 0]
+
+    @property
+    def second(self) -> torch.Tensor:
+        return self.garments[:, 1]
+
+    @property
+    def swapped(self) -> torch.Tensor:
+        """The first twin: for two garments, the swapped caption ("{B} left of {A}")."""
+        return self.twins[:, 0]
+
+
+def relation_captions(objects: int = 2) -> RelationCaptions:
+    """The captions of `objects` (2 or 3) distinct garments: two in a 2x2 grid ("left of", "above"), three in a
+    row ("left of")."""
+    if objects not in CANVAS_SIZES:
+        raise ValueError(f"`objects` must be 2 (a 2x2 grid) or 3 (a row of three), got {objects!r}.")
+    relations = range(len(RELATIONS)) if objects == 2 else (0,)
+    keys = [(order, relation) for relation in relations for order in permutations(range(len(GARMENTS)), objects)]
+    index = {key: position for position, key in enumerate(keys)}
+    twins = [[index[(other, relation)] for other in permutations(order) if other != order] for order, relation in keys]
     return RelationCaptions(
-        first=first,
-        second=second,
-        relation=relation,
-        texts=[f"{GARMENTS[a]} {RELATIONS[r]} {GARMENTS[b]}" for a, b, r in triples],
-        swapped=torch.tensor([index[(b, a, r)] for a, b, r in triples]),
+        garments=torch.tensor([order for order, _ in keys]),
+        relation=torch.tensor([relation for _, relation in keys]),
+        texts=[f" {RELATIONS[relation]} ".join(GARMENTS[garment] for garment in order) for order, relation in keys],
+        twins=torch.tensor(twins),
+        image_size=CANVAS_SIZES[objects],
     )
 
 
@@ -208,8 +233,12 @@ def load_garments(split: str = "train", data_dir: str | None = None) -> Garments
 def draw_relation_canvases(
     captions: RelationCaptions, indices: torch.Tensor, garments: Garments, generator: torch.Generator
 ) -> torch.Tensor:
-    """Pixel values (len(indices), 1, 56, 56) in [-1, 1]: for each caption index, a random image of each garment
-    class in the two cells its relation names; side-by-side pairs in a random row, stacked ones in a random column."""
+    """Pixel values (len(indices), 1, height, width) in [-1, 1] (`captions.image_size`): for each caption index, a
+    random image of each garment class it names, in the cells its words say. Two garments: side-by-side pairs in a
+    random row of the 2x2 grid, stacked ones in a random column; three: left to right in a row of three cells."""
+    if captions.objects == 3:
+        parts = [garments.sample(captions.garments[indices, slot], generator) for slot in range(3)]
+        return (torch.cat(parts, dim=-1).float() / 127.5 - 1.0)[:, None]
     count = len(indices)
     items = torch.arange(count)
     line = torch.randint(0, 2, (count,), generator=generator)  # the row (left of) or column (above) they share
@@ -227,7 +256,8 @@ def draw_relation_canvases(
 def distinct_caption_batch(
     captions: RelationCaptions, batch_size: int, swap_fraction: float, generator: torch.Generator
 ) -> torch.Tensor:
-    """`batch_size` distinct caption indices, about `swap_fraction` of them in twin pairs (a caption and its swap).
+    """`batch_size` distinct caption indices, about `swap_fraction` of them in twin pairs (a caption and one of its
+    twins, drawn at random when it has several); the other captions come without any of their twins.
 
     Distinct, because the in-batch contrastive loss counts every other caption as a negative; twins, because they are
     the hard negatives that only word order tells apart."""
@@ -236,19 +266,27 @@ def distinct_caption_batch(
     num_twins = int(batch_size * swap_fraction) // 2
     order = torch.randperm(len(captions), generator=generator).tolist()
     chosen, taken = [], set()
-    for caption in order:  # twins first
+    for caption in order:  # twin pairs first
         if len(chosen) == 2 * num_twins:
             break
-        twin = int(captions.swapped[caption])
-        if caption not in taken and twin not in taken:
-            chosen += [caption, twin]
-            taken |= {caption, twin}
-    for caption in order:  # then singles whose twin stays out of the batch
+        if caption in taken:
+            continue
+        twins = captions.twins[caption].tolist()
+        pick = 0 if len(twins) == 1 else int(torch.randint(len(twins), (), generator=generator))
+        chosen += [caption, twins[pick]]
+        taken |= {caption, *twins}  # the rest of this caption's orders stay out of the batch
+    for caption in order:  # then singles whose twins stay out of the batch
         if len(chosen) == batch_size:
             break
-        if caption not in taken and int(captions.swapped[caption]) not in taken:
+        if caption not in taken:
             chosen.append(caption)
-            taken |= {caption, int(captions.swapped[caption])}
+            taken |= {caption, *captions.twins[caption].tolist()}
+    if len(chosen) < batch_size:
+        raise ValueError(
+            f"`batch_size` {batch_size} with `swap_fraction` {swap_fraction} needs more caption groups than the "
+            f"{len(captions) // (captions.twins.shape[1] + 1)} there are (each group of twins gives one caption, or "
+            "two as a twin pair): lower `batch_size` or raise `swap_fraction`."
+        )
     return torch.tensor(chosen)[torch.randperm(len(chosen), generator=generator)]
 
 
@@ -270,6 +308,7 @@ class RelationCanvasStream(torch.utils.data.IterableDataset):
 
 
 __all__ = [
+    "CANVAS_SIZES",
     "GARMENTS",
     "OPENMOJI_CREDIT",
     "RELATIONS",

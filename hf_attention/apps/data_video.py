@@ -186,6 +186,8 @@ def make_distractor_clips(
     num_frames: int = 8,
     canvas_size: int = 32,
     speeds: tuple[int, ...] = (1, 2),
+    twin_probability: float = 1.0,
+    wrap: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`num_clips` clips (N, frames, canvas, canvas) in [0, 1] and their labels (N,), all drawn in torch.
 
@@ -193,8 +195,15 @@ def make_distractor_clips(
     of `speeds` pixels a frame), its twin jumps to a uniformly random place every frame. The label is the coherent
     glyph's direction. Both copies are identical, so no frame says which is which: only the frames together (the
     twin's places do not line up) tell the mover from the jumper, and only their order gives the sign of the motion.
-    Where the copies overlap, the brighter pixel wins.
+    Where the copies overlap, the brighter pixel wins. Each clip shows the twin with probability `twin_probability`
+    (a curriculum's early clips show the mover alone); the random draws are the same whatever it is.
+    `wrap=True` puts both copies on a torus (any start, the mover leaves on one side and comes back on the other);
+    `wrap=False` keeps both whole inside the canvas: the mover's start is uniform over the places from which its whole
+    path fits, so where it is in a frame is a straight line in time (but its first and last places lean towards the
+    label's edges), and the twin jumps among the places where it fits.
     """
+    if not 0.0 <= twin_probability <= 1.0:
+        raise ValueError(f"twin_probability is a probability, in [0, 1], got {twin_probability}.")
     if num_clips <= 0 or num_frames < 3:
         raise ValueError(f"Need at least one clip of at least 3 frames, got {num_clips} clips of {num_frames} frames.")
     if glyphs.shape[-1] > canvas_size:
@@ -202,13 +211,23 @@ def make_distractor_clips(
     labels = torch.randint(len(DIRECTIONS), (num_clips,), generator=generator)
     steps = torch.tensor(list(DIRECTIONS.values()))[labels]  # (N, 2) as (dy, dx)
     speed = torch.tensor(speeds)[torch.randint(len(speeds), (num_clips,), generator=generator)]
-    start = torch.randint(canvas_size, (num_clips, 1, 2), generator=generator)
     time = torch.arange(num_frames)[None, :, None]
-    mover = start + time * (steps * speed[:, None])[:, None, :]
-    jumper = torch.randint(canvas_size, (num_clips, num_frames, 2), generator=generator)
+    path = (steps * speed[:, None])[:, None, :] * time  # (N, frames, 2), from a start at 0
+    free = canvas_size if wrap else canvas_size - glyphs.shape[-1] + 1  # places a top-left corner can take
+    span = path.amax(1, keepdim=True) - path.amin(1, keepdim=True)  # 0 on a torus: any start is fine
+    if not wrap and (span >= free).any():
+        raise ValueError(
+            f"A path of {int(span.max())} px does not fit a canvas of canvas_size={canvas_size} with glyphs of "
+            f"{glyphs.shape[-1]} px: use a larger canvas, smaller glyphs, slower speeds or wrap=True."
+        )
+    span = span * (not wrap)
+    start = (torch.rand(num_clips, 1, 2, generator=generator) * (free - span)).long() - path.amin(1, keepdim=True)
+    mover = start + path
+    jumper = (torch.rand(num_clips, num_frames, 2, generator=generator) * free).long()
     chosen = glyphs[torch.randint(len(glyphs), (num_clips,), generator=generator)]
-    clips = torch.maximum(place(chosen, mover, canvas_size), place(chosen, jumper, canvas_size))
-    return clips, labels
+    has_twin = torch.rand(num_clips, generator=generator) < twin_probability
+    twins = place(chosen, jumper, canvas_size) * has_twin[:, None, None, None]
+    return torch.maximum(place(chosen, mover, canvas_size), twins), labels
 
 
 def with_reversed(clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,11 +249,20 @@ class DistractorClips(torch.utils.data.Dataset):
 
     Trainer's DataLoader asks for a batch of indices at once (`__getitems__`); the indices only set the batch size,
     the clips come from the dataset's own generator, seeded by `seed`, so a run is reproducible.
+    `twin_ramp_clips` > 0 is a curriculum: the chance that a clip shows the twin rises linearly from 0 to 1 over the
+    first `twin_ramp_clips` clips drawn (per batch, by the clips drawn before it), then stays 1.
     """
 
-    def __init__(self, glyphs: torch.Tensor, size: int, seed: int, **settings):
+    def __init__(self, glyphs: torch.Tensor, size: int, seed: int, twin_ramp_clips: int = 0, **settings):
+        if twin_ramp_clips < 0:
+            raise ValueError(f"twin_ramp_clips counts clips, >= 0, got {twin_ramp_clips}.")
         self.glyphs, self.size, self.settings = glyphs, size, settings
+        self.twin_ramp_clips, self.clips_drawn = twin_ramp_clips, 0
         self.generator = torch.Generator().manual_seed(seed)
+
+    def twin_probability(self) -> float:
+        """The chance that the next batch's clips show the twin."""
+        return min(1.0, self.clips_drawn / self.twin_ramp_clips) if self.twin_ramp_clips else 1.0
 
     def __len__(self) -> int:
         return self.size
@@ -243,7 +271,11 @@ class DistractorClips(torch.utils.data.Dataset):
         return self.__getitems__([index])[0]
 
     def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
-        clips, labels = make_distractor_clips(self.glyphs, len(indices), self.generator, **self.settings)
+        probability = self.twin_probability()
+        clips, labels = make_distractor_clips(
+            self.glyphs, len(indices), self.generator, **self.settings, twin_probability=probability
+        )
+        self.clips_drawn += len(indices)
         pixel_values = to_pixel_values(clips)
         return [{"pixel_values": clip, "labels": label} for clip, label in zip(pixel_values, labels, strict=True)]
 
@@ -272,20 +304,24 @@ def load_distractor_clips(
     speeds: tuple[int, ...] = (1, 2),
     data_dir: str | Path | None = None,
     seed: int = 0,
+    twin_ramp_clips: int = 0,
+    wrap: bool = True,
 ) -> dict[str, torch.utils.data.Dataset]:
-    """Train clips (fresh every batch, `train_size` per epoch, glyphs of the training split) and `test_size` fixed
-    held-out clips of test-split glyphs, each followed by its reverse (2 * test_size clips)."""
+    """Train clips (fresh every batch, `train_size` per epoch, glyphs of the training split; the twin phased in over
+    the first `twin_ramp_clips`, see `DistractorClips`) and `test_size` fixed held-out clips of test-split glyphs, all
+    with their twin, each followed by its reverse (2 * test_size clips). `wrap`: on a torus, or whole inside the canvas
+    (see `make_distractor_clips`), for training and held-out clips alike."""
     if dataset not in DISTRACTOR_DATASETS:
         raise ValueError(f"Distractor clips are built from one of {list(DISTRACTOR_DATASETS)}, got {dataset!r}.")
     arrays = load_glyphs(DISTRACTOR_DATASETS[dataset], data_dir, seed)
     glyphs = {split: glyph_tensor(images, glyph_size) for split, images in arrays.items()}
-    settings = dict(num_frames=num_frames, canvas_size=canvas_size, speeds=speeds)
+    settings = dict(num_frames=num_frames, canvas_size=canvas_size, speeds=speeds, wrap=wrap)
     # the test set depends on the data only, not on the training seed: every seed is scored on the same clips
     test_generator = torch.Generator().manual_seed(10_000)
     test = make_distractor_clips(glyphs["test"], test_size, test_generator, **settings)
     test_clips, test_labels = with_reversed(*test)
     return {
-        "train": DistractorClips(glyphs["train"], train_size, seed, **settings),
+        "train": DistractorClips(glyphs["train"], train_size, seed, twin_ramp_clips, **settings),
         "test": FixedClips(to_pixel_values(test_clips), test_labels),
         "test_clips": test_clips,
     }

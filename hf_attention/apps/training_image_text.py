@@ -5,8 +5,9 @@ and the text tokenizer) and a summary, so `pipeline("zero-shot-image-classificat
 Evaluation is on held-out emojis: image->text and text->image recall@1/@5 (ITC alone, and ITC with the top k
 re-ranked by ITM), and zero-shot accuracy of the pipeline over the held-out captions.
 
-The relations experiment (`benchmarks/image_text_relations.py`) trains on Fashion-MNIST garment pairs captioned
-"coat left of bag" with the pretrained MiniLM as a frozen text tower (`fit_relations`).
+The relations experiment (`benchmarks/image_text_relations.py`) trains on Fashion-MNIST garments captioned
+"coat left of bag" (or "coat left of bag left of sandal") with the pretrained MiniLM as a frozen text tower
+(`fit_relations`).
 """
 
 import argparse
@@ -353,8 +354,8 @@ def warn_if_itm_collapsed(match_rate: float, itm_loss: float, where: str) -> boo
 def freeze_text_tower(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
     """Freeze the text tower and answer its calls on these rows from one pass made now.
 
-    A frozen tower gives every caption the same token states at every step, so the relations experiment (180
-    captions) computes them once; a row it has not seen, or a call asking for hidden states or attentions, runs the
+    A frozen tower gives every caption the same token states at every step, so the relations experiment (180 or
+    720 captions) computes them once; a row it has not seen, or a call asking for hidden states or attentions, runs the
     tower. The cache lives on this model object only: `save_pretrained` writes the tower's weights as usual."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -409,42 +410,55 @@ class RelationTestCanvases(torch.utils.data.Dataset):
         return {"pixel_values": self.pixel_values[index], "caption": int(self.captions[index])}
 
 
+def ranking_metrics(indices: torch.Tensor, targets: torch.Tensor, twins: torch.Tensor) -> dict:
+    """R@1, R@5, swap accuracy (the target ranked above all its twins) and pairwise swap accuracy (the share of its
+    twins ranked below it) of rankings `indices` (queries, candidates: every candidate once, best first), for the
+    `targets` (queries,) and their `twins` (queries, twins)."""
+    rank_of = indices.argsort(dim=1)  # (queries, candidates): each candidate's place in the query's ranking
+    position = rank_of.gather(1, targets[:, None])[:, 0]
+    above_twins = position[:, None] < rank_of.gather(1, twins)
+    return {
+        "R@1": float((position < 1).float().mean()),
+        "R@5": float((position < 5).float().mean()),
+        "swap_accuracy": float(above_twins.all(dim=1).float().mean()),
+        "pairwise_swap_accuracy": float(above_twins.float().mean()),
+    }
+
+
 @torch.no_grad()
-def relation_retrieval(model, test: RelationTestCanvases, text_inputs: dict, swapped: torch.Tensor, top_k: int):
-    """Image -> text over all captions: R@1, R@5 and swap accuracy (the true caption ranked above its swapped twin),
-    by ITC alone and with the top k re-ranked by ITM + ITC; and ITM's accuracy on (image, true caption) as a match
-    and (image, swapped caption) as no match."""
+def relation_retrieval(model, test: RelationTestCanvases, text_inputs: dict, twins: torch.Tensor, top_k: int):
+    """Image -> text over all captions, by ITC alone and with the top k re-ranked by ITM + ITC: R@1, R@5, swap
+    accuracy (the true caption ranked above every twin: the other orders of its garments; chance 1 / (twins + 1)) and
+    pairwise swap accuracy (the share of its twins ranked below it; chance 0.5). For two garments, with one twin, the
+    two are the same. And ITM alone: its accuracy on (image, true caption) as a match and (image, twin) as no match
+    (the two halves averaged), and its swap accuracy (the true caption's match log-odds above every twin's)."""
     model.eval()
     results = {}
-    targets = test.captions[:, None]
-    twins = swapped[test.captions][:, None]
+    image_twins = twins[test.captions]  # (images, twins)
     for name, k in (("itc", 0), ("itc_itm_rerank", top_k)):
         ranking = model.rank(
             pixel_values=test.pixel_values, input_ids=text_inputs["input_ids"],
             attention_mask=text_inputs["attention_mask"], top_k=k,
         )  # fmt: skip
-        position = (ranking.indices == targets).float().argmax(dim=1)
-        twin_position = (ranking.indices == twins).float().argmax(dim=1)
-        results[name] = {
-            "R@1": float((position < 1).float().mean()),
-            "R@5": float((position < 5).float().mean()),
-            "swap_accuracy": float((position < twin_position).float().mean()),
-        }
+        results[name] = ranking_metrics(ranking.indices, test.captions, image_twins)
     base = model.vision_text_model
     images = base.encode_images(test.pixel_values).last_hidden_state
     texts = base.encode_texts(text_inputs["input_ids"], text_inputs["attention_mask"]).last_hidden_state
     mask = text_inputs["attention_mask"].bool()
     log_odds = []
-    for captions in (test.captions, swapped[test.captions]):
+    for captions in (test.captions, *image_twins.T):
         logits = base.match(images, texts[captions], mask[captions])
         log_odds.append(logits[:, 1] - logits[:, 0])
-    true_called_match, twin_called_no_match = (log_odds[0] > 0).float().mean(), (log_odds[1] <= 0).float().mean()
+    true_log_odds, twin_log_odds = log_odds[0], torch.stack(log_odds[1:], dim=1)
+    true_called_match, twin_called_no_match = (true_log_odds > 0).float().mean(), (twin_log_odds <= 0).float().mean()
     results["itm_accuracy_true_vs_swapped"] = float((true_called_match + twin_called_no_match) / 2)
+    results["itm_swap_accuracy"] = float((true_log_odds[:, None] > twin_log_odds).all(dim=1).float().mean())
     return results
 
 
-def build_relation_model(seed: int, itm_loss_weight: float, vision: dict, fusion: dict):
-    """Our ViT from scratch (56x56 grey canvases, patch 7) and the pretrained MiniLM text tower, fused by `fusion`."""
+def build_relation_model(seed: int, itm_loss_weight: float, vision: dict, fusion: dict, image_size=(56, 56)):
+    """Our ViT from scratch (grey canvases of `image_size`, patch 7) and the pretrained MiniLM text tower, fused by
+    `fusion`."""
     from transformers import AutoTokenizer, set_seed
 
     from ..configuration_vit import VisionTransformerConfig
@@ -452,7 +466,9 @@ def build_relation_model(seed: int, itm_loss_weight: float, vision: dict, fusion
     from ..modeling_vit import VisionTransformerModel
 
     set_seed(seed)
-    vision_config = VisionTransformerConfig(image_size=56, patch_size=7, num_channels=1, **vision)
+    height, width = image_size
+    size = height if height == width else [height, width]  # a square as one int, as the two-garment models saved it
+    vision_config = VisionTransformerConfig(image_size=size, patch_size=7, num_channels=1, **vision)
     model = VisionTextCrossAttentionForImageTextRetrieval.from_vision_text_pretrained(
         VisionTransformerModel(vision_config), minilm_path(), itm_loss_weight=itm_loss_weight, **fusion
     )
@@ -484,7 +500,7 @@ def fit_relations(
     data = data or relation_data()
     vision = vision or dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=4, intermediate_size=192)
     fusion = fusion or dict(projection_dim=128, num_fusion_layers=2, num_fusion_heads=6, fusion_intermediate_size=768)
-    model, tokenizer = build_relation_model(seed, itm_loss_weight, vision, fusion)
+    model, tokenizer = build_relation_model(seed, itm_loss_weight, vision, fusion, data["captions"].image_size)
     text_inputs = tokenizer(data["captions"].texts, padding=True, return_tensors="pt", return_token_type_ids=False)
     freeze_text_tower(model, text_inputs["input_ids"], text_inputs["attention_mask"])
     train = RelationCanvasStream(data["captions"], data["train"], batch_size, swap_fraction, seed)
@@ -503,7 +519,7 @@ def fit_relations(
     trainer.train()
     train_seconds = time.perf_counter() - start
     evaluation = trainer.evaluate()
-    retrieval = relation_retrieval(model, data["test"], text_inputs, data["captions"].swapped, top_k)
+    retrieval = relation_retrieval(model, data["test"], text_inputs, data["captions"].twins, top_k)
     train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     return {
         "seed": seed,
@@ -519,10 +535,11 @@ def fit_relations(
     }
 
 
-def relation_data(per_caption: int = 2, data_dir: str | None = None) -> dict:
-    """Captions, training garments and the fixed test canvases (`per_caption` of each caption, from test images),
-    ordered so that consecutive blocks of 180 hold every caption once (evaluation batches of distinct captions)."""
-    captions = relation_captions()
+def relation_data(per_caption: int = 2, data_dir: str | None = None, objects: int = 2) -> dict:
+    """Captions of `objects` garments (2 or 3), training garments and the fixed test canvases (`per_caption` of each
+    caption, from test images), ordered so that consecutive blocks of all captions hold every caption once
+    (evaluation batches of distinct captions)."""
+    captions = relation_captions(objects)
     indices = torch.arange(len(captions)).repeat(per_caption)
     generator = torch.Generator().manual_seed(1234)
     pixels = draw_relation_canvases(captions, indices, load_garments("test", data_dir), generator)
@@ -536,6 +553,7 @@ __all__ = [
     "fit_image_text",
     "fit_relations",
     "freeze_text_tower",
+    "ranking_metrics",
     "relation_data",
     "relation_retrieval",
     "retrieval_recall",

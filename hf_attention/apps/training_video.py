@@ -9,10 +9,14 @@ motion, which no single frame and no order-free summary of the frames reveals. T
     hf-attention train video --temporal-modeling none          # the same encoder without cross-frame attention
     hf-attention train video --from-pretrained xclip-b32       # fine-tune a converted X-CLIP checkpoint
     hf-attention train video --dataset distractor-fashion-mnist --num-layers 3   # a glyph and its jumping twin
+    hf-attention train video --dataset distractor-fashion-mnist --num-layers 3 --no-wrap --twin-ramp-steps 1000 \
+        --initializer-factor 2 --train-size 96000 --epochs 1   # the recipe of benchmarks/video_distractor.py
 
 With `--dataset distractor-*` every clip shows two copies of one glyph, one moving, its twin jumping at random
 (data_video.make_distractor_clips): training clips are drawn afresh for every batch in torch, straight to the pixel
-values the saved processor would give.
+values the saved processor would give. From scratch these clips sit on the ln 8 plateau unless the glyphs stay inside
+the canvas (`--no-wrap`) and the initialisation is scaled up (`--initializer-factor 2`); `--twin-ramp-steps` phases the
+twin in (see benchmarks/results/video_distractor.json).
 """
 
 import argparse
@@ -47,6 +51,31 @@ def add_video_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.5,
         help="init std of the spatial position embeddings (X-CLIP's is 0.02; see the video page of the docs)",
+    )
+    parser.add_argument(
+        "--initializer-factor",
+        type=float,
+        default=1.0,
+        help="scale of X-CLIP's initialisation (config.initializer_factor): above 1, sharper attention at the start",
+    )
+    parser.add_argument(
+        "--twin-ramp-steps",
+        type=int,
+        default=0,
+        help="distractor clips: a curriculum, the chance a training clip shows the twin rising from 0 to 1 over the "
+        "first this many steps (0: every clip has its twin from the start; held-out clips always have it)",
+    )
+    parser.add_argument(
+        "--no-wrap",
+        dest="wrap",
+        action="store_false",
+        help="distractor clips: keep both copies whole inside the canvas instead of wrapping around it (a torus)",
+    )
+    parser.add_argument(
+        "--lr-scheduler",
+        choices=("cosine", "linear", "constant_with_warmup"),
+        default="cosine",
+        help="learning-rate schedule after the warmup",
     )
     parser.add_argument("--temporal-modeling", choices=TEMPORAL_MODELING_TYPES, default="cross_frame")
     parser.add_argument("--video-pooling", choices=VIDEO_POOLING_TYPES, default="mit", help="MIT or plain mean")
@@ -146,6 +175,7 @@ def build_video_model(args: argparse.Namespace, labels: dict):
         attention_dropout=args.dropout,
         temporal_modeling=args.temporal_modeling,
         position_embedding_std=args.position_embedding_std,
+        initializer_factor=args.initializer_factor,
         projection_dim=args.hidden_size,
         video_pooling=args.video_pooling,
         mit_intermediate_size=args.mit_mlp_size or args.mlp_size,
@@ -191,8 +221,18 @@ def video_datasets(args: argparse.Namespace, canvas_size: int, processor):
                 f"Distractor clips are drawn at the model's frame size: --image-size {canvas_size} differs from the "
                 f"pretrained model's image_size={args.image_size}."
             )
-        clips = load_distractor_clips(args.dataset, **settings, glyph_size=args.glyph_size or canvas_size * 3 // 8)
+        ramp = args.twin_ramp_steps * args.batch_size
+        clips = load_distractor_clips(
+            args.dataset,
+            **settings,
+            glyph_size=args.glyph_size or canvas_size * 3 // 8,
+            twin_ramp_clips=ramp,
+            wrap=args.wrap,
+        )
         return clips["train"], clips["test"]
+    if args.twin_ramp_steps or not args.wrap:
+        flag = "--twin-ramp-steps" if args.twin_ramp_steps else "--no-wrap"
+        raise ValueError(f"{flag} applies to distractor clips only, not --dataset {args.dataset!r}.")
     clips = load_moving_glyphs(args.dataset, **settings, glyph_size=args.glyph_size or canvas_size // 2)
     return preprocess_clips(clips["train"], processor), preprocess_clips(clips["test"], processor)
 
@@ -223,7 +263,11 @@ def fit_video(args: argparse.Namespace) -> VideoTrainingSummary:
     train_dataset, eval_dataset = video_datasets(args, canvas_size, processor)
     model.set_attn_implementation(args.attn_implementation)
     training_args = training_arguments(
-        args, args.output_dir, per_device_eval_batch_size=max(args.batch_size, 64), remove_unused_columns=True
+        args,
+        args.output_dir,
+        per_device_eval_batch_size=max(args.batch_size, 64),
+        remove_unused_columns=True,
+        lr_scheduler_type=args.lr_scheduler,
     )
     trainer = Trainer(
         model=model,
