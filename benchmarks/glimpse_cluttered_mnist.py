@@ -17,10 +17,10 @@ error(ram4). Also reported: the share of glimpses whose centre lands inside the 
     python benchmarks/glimpse_cluttered_mnist.py --part timing              # steps/s of each row alone, 1 thread
     python benchmarks/glimpse_cluttered_mnist.py --part diagnose --steps 400 --seeds 1  # where vs what: oracles
     python benchmarks/glimpse_cluttered_mnist.py --part pilot --steps 1000 --seeds 0 --label pilot_1000_rnn
-    nice -n 15 python benchmarks/glimpse_cluttered_mnist.py --part full --steps 1500 --seeds 0 1 2
-    # what the table ran: the three seeds as three single-thread processes, side by side
-    for seed in 0 1 2; do nice -n 15 python benchmarks/glimpse_cluttered_mnist.py --part full --steps 1500 \
-        --seeds $seed --planned-seeds 0 1 2 & done
+    python benchmarks/glimpse_cluttered_mnist.py --part full --steps 5000 --seeds 0 1 2 --core lstm   # the table
+    # the longer budget, a table apart (what ran: one process per seed, side by side)
+    python benchmarks/glimpse_cluttered_mnist.py --part full --steps 15000 --seeds 1 --planned-seeds 0 1 2 \
+        --variants ram8 mlp --core lstm --no-picture --label longer_budget
 
 Each part merges its results into benchmarks/results/glimpse_cluttered_mnist.json (re-read before every write).
 """
@@ -281,8 +281,8 @@ def describe(saved: dict, options: argparse.Namespace) -> None:
         "reinforce_with_learned_baseline": "kept: b_t = w . h_t + c, trained by MSE to the reward; advantage detached",
         "monte_carlo_rollouts": "reported beside the policy-mean error (error_monte_carlo_percent); the criterion "
         "uses the policy mean",
-        "core": "the table: the paper's ReLU RNN; the pilots fix_lstm_core_1500 and long_5000_lstm_* try an LSTM, "
-        "which at 5000 steps learns to look at the digit",
+        "core": "the table: an LSTM core (--core lstm); the paper's ReLU RNN walked its glimpses to a canvas corner "
+        "(previous_tables[0], pilot long_5000_ram8), the LSTM at 5000 steps learns to look at the digit",
         "pixels": "one grey channel in [0, 1]: the retina reads 0 outside the canvas, the same black as the canvas",
     }
 
@@ -308,7 +308,9 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=8, help="Monte-Carlo rollouts of the second test error")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `train glimpse` flags, last")
     parser.add_argument("--picture", action=argparse.BooleanOptionalAction, default=True)
-    parser.add_argument("--label", default="", help="a name for this set of runs in the JSON (pilot: its key)")
+    parser.add_argument(
+        "--label", default="", help="a name for this set of runs in the JSON (pilot: its key; full: a table apart)"
+    )
     parser.add_argument("--output-root", default="outputs/glimpse-cluttered-mnist")
     options = parser.parse_args()
     options.planned_seeds = options.planned_seeds or options.seeds
@@ -360,16 +362,22 @@ def main() -> None:
                     }  # fmt: skip
                     saved.setdefault("pilot", {})[key] = record
                     return
-                if saved.get("steps") != options.steps or saved.get("settings") != settings:
-                    saved["rows"] = {}  # a new table: the rows of other budgets or settings do not belong in it
-                saved.setdefault("commands", {})[" ".join(map(str, options.seeds))] = invocation
-                saved |= {"steps": options.steps, "seeds": options.planned_seeds, "settings": settings}
-                saved |= {"threads": 1, "nice": niceness, "environment": environment(1)}
-                saved.setdefault("rows", {}).setdefault(variant, {})[str(seed)] = rows[variant][str(seed)]
-                verdicts = criterion(saved["rows"])
-                saved["criterion_per_seed"] = verdicts
+                # `--label NAME`: a table of its own under that key (the longer budget), beside the file's table
+                table = saved.setdefault(options.label, {}) if options.label else saved
+                if table.get("steps") != options.steps or table.get("settings") != settings:
+                    # a new table: the rows of other budgets or settings do not belong in it, but stay on record
+                    if table.get("rows"):
+                        earlier = {name: table.get(name) for name in ("steps", "settings", "commands", "rows")}
+                        saved.setdefault("previous_tables", []).append(earlier | {"findings": table.get("findings")})
+                    table["rows"], table["commands"] = {}, {}
+                table.setdefault("commands", {})[" ".join(map(str, options.seeds))] = invocation
+                table |= {"steps": options.steps, "seeds": options.planned_seeds, "settings": settings}
+                table |= {"threads": 1, "nice": niceness, "environment": environment(1)}
+                table.setdefault("rows", {}).setdefault(variant, {})[str(seed)] = rows[variant][str(seed)]
+                verdicts = criterion(table["rows"])
+                table["criterion_per_seed"] = verdicts
                 complete = all(str(s) in verdicts and verdicts[str(s)]["complete"] for s in options.planned_seeds)
-                saved["criterion_met"] = complete and all(verdicts[str(s)]["met"] for s in options.planned_seeds)
+                table["criterion_met"] = complete and all(verdicts[str(s)]["met"] for s in options.planned_seeds)
 
             save(update)
 
